@@ -1,0 +1,158 @@
+"""Input validation for the public entry points (internal helpers trust their inputs)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+from ._compat import validate_data
+
+__all__ = ["to_numpy", "check_inputs", "check_more_inputs", "split_y", "check_input_range"]
+
+
+def to_numpy(a, name):
+    """Torch tensors -> numpy (on CPU); everything else via ``np.asarray`` later."""
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu().numpy()
+    return a
+
+
+def _reject_bad_dtype(a, name):
+    arr = np.asarray(a) if not hasattr(a, "dtype") else a
+    kind = getattr(getattr(arr, "dtype", None), "kind", None)
+    if kind == "c":
+        raise ValueError(f"Complex data not supported: `{name}` has dtype {arr.dtype}; real "
+                         "numbers are expected.")
+    if kind in ("U", "S"):
+        raise ValueError(f"`{name}` holds strings (dtype {arr.dtype}); numeric data is expected.")
+    if kind == "b":
+        return arr
+    return arr
+
+
+def _channels_first(X, name):
+    """(n, h, w) -> (n, 1, h, w); reject obvious channels-last 4-D arrays."""
+    if X.ndim == 3:
+        return X[:, None]
+    if X.ndim == 4 and X.shape[-1] in (1, 3, 4) and X.shape[1] not in (1, 3, 4):
+        raise ValueError(
+            f"`{name}` looks channels-last with shape {X.shape}; images must be (n, c, h, w) "
+            f"or (n, h, w). Use X.transpose(0, 3, 1, 2)."
+        )
+    if X.ndim > 4:
+        raise ValueError(f"`{name}` must be 2-D (n, features), 3-D (n, h, w) or 4-D (n, c, h, w); "
+                         f"got {X.ndim} dimensions with shape {X.shape}.")
+    return X
+
+
+def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
+    """Validate ``X`` and return ``(float32 ndarray (n, *sample_shape), was_uint8)``.
+
+    On ``reset=True`` sets ``n_features_in_`` (and ``feature_names_in_``); otherwise checks
+    the number of features / channels and the full sample shape against ``input_shape_``.
+    """
+    X = to_numpy(X, name)
+    X = _reject_bad_dtype(X, name)
+    was_uint8 = getattr(X, "dtype", None) == np.uint8
+    X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
+                      ensure_min_samples=min_samples)
+    X = _channels_first(np.asarray(X), name)
+    if not reset:
+        expected = estimator.input_shape_
+        if tuple(X.shape[1:]) != tuple(expected):
+            raise ValueError(f"`{name}` has samples of shape {tuple(X.shape[1:])}, but the detector "
+                             f"was fitted on samples of shape {tuple(expected)}.")
+    X = X.astype(np.float32, copy=False)
+    if was_uint8:
+        X = X / np.float32(255.0)
+    return X, was_uint8
+
+
+def check_more_inputs(X, *, name, sample_shape):
+    """Validate an extra array (outliers) against the ID sample shape; scale uint8."""
+    X = to_numpy(X, name)
+    X = _reject_bad_dtype(X, name)
+    was_uint8 = getattr(X, "dtype", None) == np.uint8
+    from sklearn.utils import check_array
+
+    X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name=name,
+                    ensure_min_samples=1)
+    X = np.asarray(X)
+    if X.ndim == 3 and len(sample_shape) == 3:
+        X = X[:, None]
+    if tuple(X.shape[1:]) != tuple(sample_shape):
+        raise ValueError(f"`{name}` has samples of shape {tuple(X.shape[1:])}, but X has samples "
+                         f"of shape {tuple(sample_shape)}.")
+    X = X.astype(np.float32, copy=False)
+    return X / np.float32(255.0) if was_uint8 else X
+
+
+def check_input_range(X, input_range, name):
+    """Raise if ``X`` leaves the declared ``input_range`` (tolerance 1e-6)."""
+    if input_range is None or X.size == 0:
+        return
+    lo, hi = input_range
+    xmin, xmax = float(X.min()), float(X.max())
+    if xmin < lo - 1e-6 or xmax > hi + 1e-6:
+        raise ValueError(
+            f"`{name}` has values in [{xmin:.4g}, {xmax:.4g}], outside the declared input range "
+            f"[{lo}, {hi}] (parameter `input_range`). Scale images to [0, 1] (uint8 is scaled "
+            "automatically), or set input_range=None (no clipping) or to the real range.")
+
+
+def labels_from_y(y, n, name="y"):
+    """Validate class labels; return ``(y_int ndarray, is_outlier mask)``.
+
+    Labels are integers (floats without fractional part are accepted); ``-1`` marks an
+    outlier row; any other negative label is an error.
+    """
+    y = to_numpy(y, name)
+    y = np.asarray(y)
+    if y.dtype.kind in ("U", "S", "O", "c"):
+        if y.dtype.kind == "O":
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"`{name}` must hold integer class labels; got dtype object with "
+                                 "non-numeric values.") from None
+        else:
+            raise ValueError(f"`{name}` must hold integer class labels; got dtype {y.dtype}.")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"`{name}` must be 1-D class labels of length {n}; got shape {y.shape}.")
+    if len(y) != n:
+        raise ValueError(f"`{name}` has {len(y)} labels but X has {n} samples.")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"`{name}` contains NaN or infinity.")
+        if np.any(y != np.round(y)):
+            bad = y[y != np.round(y)][:3]
+            raise ValueError(f"`{name}` must hold integer class labels; got fractional values "
+                             f"such as {bad.tolist()}.")
+    elif y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    y = y.astype(np.int64)
+    bad = (y < 0) & (y != -1)
+    if bad.any():
+        raise ValueError(f"`{name}` has negative labels other than -1 ({np.unique(y[bad])[:5].tolist()}); "
+                         "labels are class indices >= 0, and -1 marks an outlier row.")
+    return y, y == -1
+
+
+def is_outlier_array(y, sample_shape):
+    """Whether the second positional argument of ``fit`` is an array of outliers."""
+    if y is None:
+        return False
+    shape = np.asarray(to_numpy(y, "y")).shape
+    if len(shape) < 2:
+        return False
+    tail = tuple(shape[1:])
+    return tail == tuple(sample_shape) or (len(sample_shape) == 3 and sample_shape[0] == 1
+                                           and tail == tuple(sample_shape[1:]))
+
+
+def is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)

@@ -1,0 +1,792 @@
+"""The :class:`AOEDetector` estimator: orchestration only.
+
+Training, losses, attacks, outlier sources, metrics and persistence live in their own
+modules; this file validates once, wires them together and keeps the fitted state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OutlierMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from . import _training
+from ._compat import HasMethods, Interval, StrOptions
+from ._validation import (check_input_range, check_inputs, check_more_inputs, is_int,
+                          is_outlier_array, labels_from_y)
+from .attacks import ATTACKS, resolve_attack
+from .backbones import BACKBONES, build_backbone
+from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
+from .outliers import ArrayOutliers, Mixture, OUTLIER_SOURCES, resolve_outliers
+
+__all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
+
+#: Gap ``m_out - m_in`` (in nats) of the automatic energy margins. The energy is a negative
+#: log-density up to a constant, so a gap of 2 asks training outliers to be e^2 (about 7x)
+#: less likely than the median ID input, whatever the backbone's logit scale. Chosen on a
+#: design split (sklearn digits 0-4 as ID, 5-9 and uniform noise as OOD; docs/user_guide.md
+#: records the numbers): gaps 5 and 10 lowered near-OOD AUROC (0.92, 0.85 vs 0.95), gap 1
+#: lowered noise AUROC; Liu et al.'s fixed CIFAR margins (-25/-7) assume CIFAR-scale logits.
+AUTO_MARGIN_GAP = 2.0
+#: Default FGSM/PGD radius for images in [0, 1]: the standard L-inf budget 8/255.
+AUTO_IMAGE_EPS = 8.0 / 255.0
+#: Default radius for tabular data, as a fraction of each feature's standard deviation.
+AUTO_TABULAR_EPS = 0.1
+#: Pretraining epochs used by ``pretrain_epochs="auto"`` for a fresh (untrained) backbone.
+AUTO_PRETRAIN_EPOCHS = 10
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """Training stopped because the loss became NaN/inf; the last finite weights are kept."""
+
+
+class TrainingInterruptedWarning(RuntimeWarning):
+    """``fit`` was interrupted (KeyboardInterrupt); the last completed epoch is kept."""
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device`={device!r} but CUDA is not available; use device='auto' or 'cpu'.")
+    return dev
+
+
+def _seed_from(random_state):
+    """A 31-bit seed; ``None`` draws fresh OS entropy without touching numpy's global RNG."""
+    if random_state is None:
+        return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+class AOEDetector(OutlierMixin, BaseEstimator):
+    """Out-of-distribution detector trained with Adversarial Outlier Exposure (AOE).
+
+    A classifier (the *backbone*) is fine-tuned with outlier exposure on its energy
+    ``E(x) = -T * logsumexp(f(x) / T)``. Before every training step each outlier is pushed
+    toward *lower* energy with an FGSM step ``x - eps * sign(grad_x E(x))`` (or PGD), and the
+    energy-margin loss teaches the model to map these hardened outliers back to high energy:
+
+        ``CE(f(x_in), y) + lam * (mean(relu(E(x_in) - m_in)^2) + mean(relu(m_out - E(x_out))^2))``
+
+    The same estimator runs the paper's baselines: ``outliers=None`` (plain cross-entropy
+    fine-tuning, no OE), ``attack=None`` (vanilla OE), ``attack="gaussian"`` (OE with
+    Gaussian noise of std ``epsilon``), ``attack="pgd"`` and ``loss="softmax"`` (the OE loss of
+    Hendrycks et al.).
+
+    Signs: :meth:`score_samples` returns ``-E(x)`` (higher = more in-distribution);
+    :meth:`predict` returns +1 for in-distribution and -1 for OOD; training labels ``-1`` mark
+    outlier rows.
+
+    Parameters
+    ----------
+    backbone : {"auto", "mlp", "small_cnn", "wrn40_2", "resnet18"}, nn.Module or callable, default="auto"
+        The classifier. ``"auto"`` is ``"mlp"`` for tabular and ``"small_cnn"`` for image
+        inputs. An ``nn.Module`` is deep-copied (never trained in place) and treated as
+        pretrained; its outputs are the logits, its class indices are the labels. A callable
+        ``(n_classes, input_shape) -> nn.Module`` builds a fresh one. Built-in backbones
+        standardise their inputs with statistics of the ID training data.
+    outliers : "default", str, array-like, object with ``sample(n, generator)`` or None, default="default"
+        Training outliers. ``"default"`` is a mixture of noise, low-density samples of a
+        cheap generative model of the ID data and semantics-destroyed ID inputs (see
+        :func:`aoe_detect.outliers.default_outliers`); names: ``"uniform"``, ``"gaussian"``,
+        ``"smooth"``, ``"lowdensity"``, ``"permuted"``. ``None`` disables outlier exposure.
+        Outliers passed to ``fit`` (``X_outliers``, rows with ``y == -1``, or the label-free
+        second argument) replace this source.
+    attack : {"fgsm", "pgd", "gaussian", "none"}, attack object or None, default="fgsm"
+        Augmentation of the training outliers: FGSM/PGD toward lower energy (AOE),
+        Gaussian noise (baseline) or none (vanilla OE). Objects from
+        :mod:`aoe_detect.attacks` expose their parameters to ``set_params``
+        (``attack__steps``).
+    epsilon : float or "auto", default="auto"
+        Attack radius (Gaussian: noise std) in the units of the inputs as given (pixel units
+        in [0, 1] for images; uint8 images are scaled to [0, 1] first). ``"auto"``: 8/255 for
+        images, ``0.1 *`` each feature's standard deviation for tabular data.
+    attack_fraction : float in [0, 1], default=1.0
+        Share of each outlier batch that is attacked (1.0 = the paper).
+    loss : {"energy", "softmax"}, default="energy"
+        Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019).
+    epochs : int, default=10
+        Outlier-exposure fine-tuning epochs (Liu et al. fine-tune for 10).
+    pretrain_epochs : int or "auto", default="auto"
+        Plain cross-entropy epochs before outlier exposure. ``"auto"``: 10 for a fresh
+        built-in or factory backbone fitted with labels, 0 otherwise (a module is assumed
+        pretrained; without labels there is nothing to pretrain on).
+    batch_size : int, default=128
+        ID samples per step (also the scoring batch size, at least 256).
+    outlier_batch_size : int or None, default=None
+        Outliers per step; ``None`` = same as ``batch_size``.
+    lr : float, default=1e-3
+        Learning rate (cosine-annealed over each stage).
+    optimizer : {"adam", "sgd"}, default="adam"
+        Adam, or SGD with Nesterov momentum 0.9.
+    lam : float or "auto", default="auto"
+        Weight of the outlier term: 0.1 for ``loss="energy"`` (Liu et al.), 0.5 for
+        ``"softmax"`` (Hendrycks et al.).
+    m_in, m_out : float or "auto", default="auto"
+        Energy margins. ``"auto"``: ``m_in`` is the median energy of the ID training data
+        when outlier exposure starts and ``m_out = m_in + 2`` (energy is a negative
+        log-density up to a constant, so outliers are asked to be e^2 times less likely than
+        a typical ID input). The margins thus follow the backbone's own energy level;
+        Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
+    temperature : float, default=1.0
+        Energy temperature ``T``.
+    contamination : float in (0, 0.5], default=0.05
+        Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
+        :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
+    validation_fraction : float in [0, 1), default=0.1
+        Share of ID rows held out (not trained on) to compute ``offset_``. 0 uses the
+        training data (scores are then optimistic).
+    input_range : "auto", (float, float) or None, default="auto"
+        Valid input range for clipping outliers and attacks. ``"auto"``: (0, 1) for images,
+        None (no clipping) for tabular data. Inputs outside the range are an error.
+    device : str, default="auto"
+        ``"auto"`` picks CUDA when available.
+    random_state : int, RandomState or None, default=None
+        Seeds every random choice through local generators; global RNGs are never touched.
+    verbose : int, default=0
+        >0 shows a tqdm progress bar per epoch with the loss parts.
+    warm_start : bool, default=False
+        Continue training the fitted ``module_`` (or the checkpoint in ``checkpoint_dir``)
+        instead of starting over.
+    checkpoint_dir : str or None, default=None
+        If set, the detector is saved there after every epoch (see :meth:`save`).
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fine-tuned backbone (in eval mode, on ``device_``).
+    classes_ : ndarray of shape (n_classes,)
+        Class labels (only when fitted with labels or a pretrained module).
+    offset_ : float
+        ``contamination`` quantile of ``score_samples`` on the held-out ID data;
+        ``decision_function = score_samples - offset_``.
+    validation_scores_ : ndarray
+        Scores of the held-out ID data (used by :meth:`recalibrate`).
+    history_ : list of dict
+        One row per epoch: ``stage`` ("pretrain"/"finetune"), ``epoch``, ``loss``, ``ce``,
+        ``energy_in``, ``energy_out``, ``mean_energy_id``, ``mean_energy_outlier``,
+        ``seconds``.
+    m_in_, m_out_, lam_, epsilon_ : resolved hyperparameters.
+    input_range_ : tuple or None
+    input_shape_ : tuple
+        Shape of one sample as used by the backbone (images are channels-first).
+    device_ : torch.device
+    n_features_in_ : int
+        Number of features (tabular) or channels (images).
+
+    References
+    ----------
+    .. [1] T. Botschen, K. Kirchheim, F. Ortmeier. "Out-of-Distribution Detection with
+       Adversarial Outlier Exposure." CVPR 2025 Workshops.
+    .. [2] W. Liu et al. "Energy-based Out-of-distribution Detection." NeurIPS 2020.
+    .. [3] D. Hendrycks et al. "Deep Anomaly Detection with Outlier Exposure." ICLR 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from aoe_detect import AOEDetector
+    >>> rng = np.random.RandomState(0)
+    >>> X = np.r_[rng.normal(0, 1, (100, 2)) + [3, 0], rng.normal(0, 1, (100, 2)) - [3, 0]]
+    >>> y = np.r_[np.zeros(100, int), np.ones(100, int)]
+    >>> det = AOEDetector(epochs=3, pretrain_epochs=3, random_state=0).fit(X, y)
+    >>> det.predict([[3.0, 0.0], [0.0, 40.0]]).tolist()
+    [1, -1]
+    """
+
+    _parameter_constraints = {
+        "backbone": [StrOptions({"auto", *BACKBONES}), HasMethods(["forward"]), callable],
+        "outliers": [StrOptions({"default", *OUTLIER_SOURCES}), "array-like",
+                     HasMethods(["sample"]), None],
+        "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
+        "loss": [StrOptions({"energy", "softmax"})],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "outlier_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions({"adam", "sgd"})],
+        "lam": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "m_in": [numbers.Real, StrOptions({"auto"})],
+        "m_out": [numbers.Real, StrOptions({"auto"})],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "input_range": [StrOptions({"auto"}), tuple, list, None],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "checkpoint_dir": [str, os.PathLike, None],
+    }
+
+    def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
+                 attack_fraction=1.0, loss="energy", epochs=10, pretrain_epochs="auto",
+                 batch_size=128, outlier_batch_size=None, lr=1e-3, optimizer="adam", lam="auto",
+                 m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
+                 validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
+                 verbose=0, warm_start=False, checkpoint_dir=None):
+        self.backbone = backbone
+        self.outliers = outliers
+        self.attack = attack
+        self.epsilon = epsilon
+        self.attack_fraction = attack_fraction
+        self.loss = loss
+        self.epochs = epochs
+        self.pretrain_epochs = pretrain_epochs
+        self.batch_size = batch_size
+        self.outlier_batch_size = outlier_batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.lam = lam
+        self.m_in = m_in
+        self.m_out = m_out
+        self.temperature = temperature
+        self.contamination = contamination
+        self.validation_fraction = validation_fraction
+        self.input_range = input_range
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.checkpoint_dir = checkpoint_dir
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, X_outliers=None):
+        """Fine-tune the backbone with (adversarial) outlier exposure.
+
+        Accepted forms:
+
+        - ``fit(X, y)``: integer class labels; rows with ``y == -1`` are training outliers.
+        - ``fit(X, y, X_outliers=A)``: labels plus an explicit outlier array.
+        - ``fit(X_id, X_outliers)``: label-free; a second positional argument whose samples
+          have the same shape as ``X``'s is an outlier array.
+        - ``fit(X)``: label-free with the ``outliers`` source.
+
+        Without labels the cross-entropy term is dropped (only the energy margins are
+        learned), unless the backbone is a module: then its own predictions at the start of
+        ``fit`` serve as targets, so its classes are kept. Outlier arrays given here replace
+        the ``outliers`` source.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n, d), (n, h, w) or (n, c, h, w)
+            In-distribution inputs; uint8 images are scaled to [0, 1].
+        y : array-like of shape (n,) or outlier array, optional
+        X_outliers : array-like of shape (m, *sample_shape), optional
+
+        Returns
+        -------
+        self : AOEDetector
+        """
+        self._validate_params()
+        data = self._prepare_fit_data(X, y, X_outliers)
+        seed = _seed_from(self.random_state)
+        device = _resolve_device(self.device)
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            self._fit(data, seed, device)
+        return self
+
+    def _prepare_fit_data(self, X, y, X_outliers):
+        """Validate all data once; return a dict of float32 tensors and label info."""
+        Xc, _ = check_inputs(self, X, reset=True, min_samples=2)
+        shape = tuple(Xc.shape[1:])
+        input_range = self._resolve_input_range(shape)
+        outlier_arrays, labels = [], None
+        label_free_outliers = is_outlier_array(y, shape)
+        if label_free_outliers:
+            if X_outliers is not None:
+                raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
+                                 "second positional argument AND as `X_outliers`; pass one.")
+            outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
+        elif y is not None:
+            labels, is_out = labels_from_y(y, len(Xc))
+            if is_out.all():
+                raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
+                                 "rows are needed.")
+            if is_out.any():
+                outlier_arrays.append(Xc[is_out])
+                Xc, labels = Xc[~is_out], labels[~is_out]
+            if len(Xc) < 2:
+                raise ValueError(f"Only {len(Xc)} in-distribution row(s) in X; at least 2 are needed.")
+        if X_outliers is not None:
+            outlier_arrays.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
+        check_input_range(Xc, input_range, "X")
+        for arr in outlier_arrays:
+            check_input_range(arr, input_range, "X_outliers")
+        if labels is not None and isinstance(self.backbone, str) and len(np.unique(labels)) < 2:
+            raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
+                             "of at least two classes, or fit without labels (y=None).")
+        return {"X": Xc, "labels": labels, "shape": shape, "input_range": input_range,
+                "outliers": np.concatenate(outlier_arrays) if outlier_arrays else None}
+
+    def _resolve_input_range(self, shape):
+        r = self.input_range
+        if isinstance(r, str):
+            return (0.0, 1.0) if len(shape) == 3 else None
+        if r is None:
+            return None
+        if (len(r) != 2 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in r)
+                or not r[0] < r[1]):
+            raise ValueError(f"`input_range` must be 'auto', None or (low, high) with finite "
+                             f"low < high, got {r!r}.")
+        return (float(r[0]), float(r[1]))
+
+    def _fit(self, data, seed, device):
+        rng = np.random.RandomState(seed)
+        gen = torch.Generator().manual_seed(seed)
+        X, labels, shape = data["X"], data["labels"], data["shape"]
+        self.input_shape_ = shape
+        self.input_range_ = data["input_range"]
+        self.device_ = device
+        # hold out ID validation data for the threshold
+        n = len(X)
+        n_val = int(round(self.validation_fraction * n))
+        if self.validation_fraction > 0:
+            n_val = min(max(n_val, 1), n - 2)
+        perm = rng.permutation(n)
+        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
+        X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
+
+        resuming = self.warm_start and hasattr(self, "module_")
+        module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming)
+        module = module.to(device)
+        self.module_ = module
+        self.epsilon_ = self._resolve_epsilon(X_tr, shape)
+        self.lam_ = (0.1 if self.loss == "energy" else 0.5) if self.lam == "auto" else float(self.lam)
+        if not resuming:
+            self.history_ = []
+        y_tr = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+
+        pre = self.pretrain_epochs
+        if pre == "auto":
+            pre = AUTO_PRETRAIN_EPOCHS if (fresh and y_tr is not None and not resuming) else 0
+        if pre and y_tr is None:
+            warnings.warn("pretrain_epochs > 0 ignored: pretraining needs class labels.", UserWarning)
+            pre = 0
+
+        source = self._fit_outlier_source(data, X_tr, shape, gen)
+        attack = resolve_attack(self.attack)
+        if source is None and y_tr is None:
+            raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
+                             "`y`, outliers, or an outlier source.")
+        stopped = self._run_stage("pretrain", pre, X_tr, y_tr, CrossEntropyOnly(), None, None,
+                                  gen, device)
+        if not stopped:
+            self._set_margins(X_tr, device)
+            loss_fn = (CrossEntropyOnly() if source is None else
+                       EnergyMarginLoss(self.lam_, self.m_in_, self.m_out_, self.temperature)
+                       if self.loss == "energy" else SoftmaxOELoss(self.lam_))
+            self._run_stage("finetune", self.epochs, X_tr, y_tr, loss_fn, source, attack, gen, device)
+        else:
+            self._set_margins(X_tr, device)
+        self.module_.eval()
+        self.validation_scores_ = self._scores_tensor(X_val)
+        self.offset_ = float(np.quantile(self.validation_scores_, self.contamination))
+        return self
+
+    def _build_module(self, X_tr, labels, tr_idx, resuming):
+        """Return ``(module, n_classes, targets for X_tr or None, fresh)``."""
+        bb = self.backbone
+        lab_tr = None if labels is None else labels[tr_idx]
+        if resuming:
+            module = self.module_
+            fresh = False
+        elif isinstance(bb, torch.nn.Module):
+            module, fresh = copy.deepcopy(bb), False
+        else:
+            name = ("mlp" if len(X_tr.shape) == 2 else "small_cnn") if bb == "auto" else bb
+            if lab_tr is not None:
+                self.classes_, _ = np.unique(lab_tr, return_inverse=True)
+                n_classes = len(self.classes_)
+            else:
+                n_classes = 1
+            if isinstance(name, str):
+                mean, std = self._input_stats(X_tr)
+                module = build_backbone(name, n_classes, X_tr.shape[1:], mean=mean, std=std)
+            else:
+                module = name(n_classes, tuple(X_tr.shape[1:]))
+                if not isinstance(module, torch.nn.Module):
+                    raise TypeError(f"The `backbone` factory returned {type(module).__name__}, "
+                                    "not a torch.nn.Module.")
+            fresh = True
+        k = self._check_logits(module, X_tr)
+        if not fresh and not resuming:
+            # a user module: its logits are the classes, labels are class indices
+            self.__dict__.pop("classes_", None)
+            if k > 1 or lab_tr is not None:
+                self.classes_ = np.arange(k)
+        if lab_tr is not None:
+            if fresh and not resuming:
+                targets = np.searchsorted(self.classes_, lab_tr)
+            else:
+                if lab_tr.max() >= k:
+                    raise ValueError(f"`y` has label {int(lab_tr.max())} but the backbone outputs only "
+                                     f"{k} logits; labels must be class indices in [0, {k}).")
+                targets = lab_tr
+        elif not fresh and k > 1:
+            # pretrained module without labels: its own predictions keep its classes
+            logits = _training.batched_outputs(module, X_tr, lambda t: t.argmax(1),
+                                               batch_size=self._infer_batch(),
+                                               device=next(module.parameters()).device)
+            targets = logits.numpy()
+        else:
+            targets = None
+        return module, k, targets, fresh
+
+    def _check_logits(self, module, X_tr):
+        dev = next(iter(module.parameters()), torch.empty(0)).device
+        was = module.training
+        module.eval()
+        try:
+            with torch.inference_mode():
+                out = module(X_tr[:2].to(dev))
+        except Exception as exc:
+            raise ValueError(f"The backbone failed on inputs of shape {tuple(X_tr[:2].shape)}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            module.train(was)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"The backbone must return 2-D logits (n_samples, n_classes); got "
+                             f"{shape} for 2 inputs.")
+        return int(out.shape[1])
+
+    @staticmethod
+    def _input_stats(X):
+        if X.dim() == 2:
+            return X.mean(0), X.std(0)
+        flat = X.transpose(0, 1).reshape(X.shape[1], -1)
+        return flat.mean(1), flat.std(1)
+
+    def _resolve_epsilon(self, X_tr, shape):
+        if self.epsilon != "auto":
+            return float(self.epsilon)
+        if len(shape) == 3:
+            return AUTO_IMAGE_EPS
+        return (AUTO_TABULAR_EPS * X_tr.std(0)).numpy().astype(np.float32)
+
+    def _fit_outlier_source(self, data, X_tr, shape, gen):
+        if data["outliers"] is not None:
+            if self.outliers is None:
+                warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
+                              "outlier exposure; they are ignored.", UserWarning)
+                return None
+            source = ArrayOutliers(data["outliers"])
+        else:
+            source = resolve_outliers(self.outliers, shape)
+        if source is None:
+            return None
+        if hasattr(source, "fit"):
+            source.fit(X_tr, gen)
+        probe = source.sample(2, gen)
+        if not isinstance(probe, torch.Tensor) or probe[0].numel() != X_tr[0].numel():
+            raise ValueError(f"The outlier source returned {getattr(probe, 'shape', type(probe))} "
+                             f"for 2 samples; expected samples of shape {tuple(shape)}.")
+        self.outlier_source_ = source
+        return source
+
+    def _set_margins(self, X_tr, device):
+        if self.m_in == "auto" or self.m_out == "auto":
+            e = -self._scores_tensor(X_tr[:5000])
+            med = float(np.median(e))
+        self.m_in_ = med if self.m_in == "auto" else float(self.m_in)
+        self.m_out_ = self.m_in_ + AUTO_MARGIN_GAP if self.m_out == "auto" else float(self.m_out)
+        if self.m_out_ <= self.m_in_:
+            raise ValueError(f"`m_out` ({self.m_out_}) must be greater than `m_in` ({self.m_in_}).")
+
+    def _run_stage(self, stage, epochs, X_tr, y_tr, loss_fn, source, attack, gen, device):
+        """Run ``epochs`` epochs; return True if training had to stop early."""
+        if epochs == 0:
+            return False
+        module = self.module_
+        params = [p for p in module.parameters() if p.requires_grad]
+        if self.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr)
+        else:
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
+        steps_per_epoch = len(_training.index_batches(len(X_tr), self.batch_size, torch.Generator()))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=epochs * steps_per_epoch, desc=stage, leave=False)
+        clip = self.input_range_
+        eps = self.epsilon_
+        if isinstance(eps, np.ndarray):
+            eps = torch.from_numpy(eps).to(device)
+        try:
+            for epoch in range(epochs):
+                snapshot = copy.deepcopy(module.state_dict())
+                try:
+                    row = _training.train_epoch(
+                        module, X_tr, y_tr, optimizer=opt, loss_fn=loss_fn,
+                        batch_size=self.batch_size, generator=gen, device=device, source=source,
+                        outlier_batch_size=self.outlier_batch_size, attack=attack,
+                        eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+                        attack_fraction=self.attack_fraction, clip=clip,
+                        temperature=self.temperature, scheduler=sched, progress=bar)
+                except _training.NonFiniteLossError as exc:
+                    module.load_state_dict(snapshot)
+                    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
+                                  "weights of the last completed epoch are kept; lower `lr`.",
+                                  NonFiniteLossWarning)
+                    return True
+                except KeyboardInterrupt:
+                    module.load_state_dict(snapshot)
+                    warnings.warn(f"fit interrupted in {stage} epoch {epoch + 1}; the weights of "
+                                  "the last completed epoch are kept.", TrainingInterruptedWarning)
+                    return True
+                row = {"stage": stage, "epoch": epoch + 1, **row}
+                self.history_.append(row)
+                if bar is not None:
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ce", "energy_in", "energy_out")})
+                if self.checkpoint_dir is not None:
+                    self._checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        return False
+
+    def _checkpoint(self):
+        from .persistence import save
+
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        self.module_.eval()
+        save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+        self.module_.train()
+
+    # -------------------------------------------------------------- scoring
+    def _infer_batch(self):
+        return max(int(self.batch_size), 256)
+
+    def _scores_tensor(self, X):
+        """``-E(x)`` for a float32 tensor ``X`` as float64 numpy."""
+        out = _training.batched_outputs(
+            self.module_, X, lambda logits: -energy(logits, self.temperature),
+            batch_size=self._infer_batch(), device=self.device_)
+        return out.numpy().astype(np.float64)
+
+    def _check_X(self, X):
+        check_is_fitted(self, "offset_")
+        Xc, _ = check_inputs(self, X, reset=False)
+        check_input_range(Xc, self.input_range_, "X")
+        return torch.from_numpy(np.ascontiguousarray(Xc))
+
+    def score_samples(self, X):
+        """Negative energy ``-E(x) = T * logsumexp(f(x) / T)``: higher = more in-distribution.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n, *sample_shape)
+
+        Returns
+        -------
+        scores : ndarray of shape (n,), float64
+            Higher means more in-distribution.
+        """
+        return self._scores_tensor(self._check_X(X))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for OOD, non-negative for in-distribution.
+
+        Returns
+        -------
+        ndarray of shape (n,), float64
+        """
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """+1 for in-distribution, -1 for OOD (``decision_function < 0``).
+
+        Returns
+        -------
+        ndarray of shape (n,), int
+        """
+        return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def recalibrate(self, X=None, contamination=None):
+        """Re-threshold without refitting.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            In-distribution data to compute the threshold on (default: the held-out
+            validation scores from ``fit``).
+        contamination : float in (0, 0.5], optional
+            New contamination (also stored in ``self.contamination``).
+
+        Returns
+        -------
+        self
+        """
+        check_is_fitted(self, "offset_")
+        if contamination is not None:
+            if not (isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
+                raise ValueError(f"`contamination` must be in (0, 0.5], got {contamination!r}.")
+            self.contamination = contamination
+        scores = self.validation_scores_ if X is None else self.score_samples(X)
+        self.offset_ = float(np.quantile(scores, self.contamination))
+        return self
+
+    def _require_classes(self):
+        check_is_fitted(self, "offset_")
+        if not hasattr(self, "classes_"):
+            raise AttributeError("This detector was fitted without class labels; predict_proba "
+                                 "and predict_class need a labelled fit or a pretrained module.")
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax of the logits) of the in-distribution classes.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes), float64; columns follow ``classes_``.
+        """
+        self._require_classes()
+        out = _training.batched_outputs(self.module_, self._check_X(X),
+                                        lambda logits: torch.softmax(logits, 1),
+                                        batch_size=self._infer_batch(), device=self.device_)
+        return out.numpy().astype(np.float64)
+
+    def predict_class(self, X):
+        """In-distribution class label of each input (``classes_[argmax logits]``).
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        self._require_classes()
+        idx = _training.batched_outputs(self.module_, self._check_X(X), lambda t: t.argmax(1),
+                                        batch_size=self._infer_batch(), device=self.device_)
+        return self.classes_[idx.numpy()]
+
+    def score(self, X, y):
+        """AUROC of :meth:`score_samples` with in-distribution as the positive class.
+
+        Parameters
+        ----------
+        X : array-like
+        y : array-like of shape (n,)
+            ``y < 0`` marks OOD rows; any other value is in-distribution.
+
+        Returns
+        -------
+        float
+            AUROC in [0, 1] (nan with a warning if one side is empty).
+        """
+        from .metrics import auroc_scorer
+
+        return auroc_scorer(self, X, y)
+
+    def perturb(self, X, attack="fgsm", epsilon=None, direction=-1, random_state=None):
+        """Adversarially perturb ``X`` against this detector's energy.
+
+        ``direction=-1`` (default) lowers the energy, making OOD inputs look
+        in-distribution (the adversary of the AOE paper's robustness evaluation).
+
+        Parameters
+        ----------
+        X : array-like
+        attack : {"fgsm", "pgd"} or attack object, default="fgsm"
+        epsilon : float, optional
+            Default: ``epsilon_``.
+        direction : {-1, 1}, default=-1
+        random_state : int, optional
+            For PGD's random start.
+
+        Returns
+        -------
+        ndarray of shape (n, *input_shape_), float32, in the detector's input units
+        (images in [0, 1], channels-first).
+        """
+        Xt = self._check_X(X)
+        att = resolve_attack(attack)
+        if att is None:
+            return Xt.numpy()
+        eps = att.resolve_eps(self.epsilon_ if epsilon is None else epsilon)
+        if isinstance(eps, np.ndarray):
+            eps = torch.from_numpy(eps).to(self.device_)
+        gen = torch.Generator().manual_seed(_seed_from(random_state))
+        out = []
+        for start in range(0, len(Xt), self._infer_batch()):
+            xb = Xt[start:start + self._infer_batch()].to(self.device_)
+            out.append(att.perturb(self.module_, xb, eps, clip=self.input_range_,
+                                   temperature=self.temperature, generator=gen,
+                                   direction=direction).cpu())
+        return torch.cat(out).numpy()
+
+    # ---------------------------------------------------------- persistence
+    def save(self, path):
+        """Save to ``path`` in a safe format (tensors + JSON config; no pickled code).
+
+        See :func:`aoe_detect.persistence.save`.
+        """
+        from .persistence import save
+
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path, module=None, device="auto"):
+        """Load a detector written by :meth:`save` (``weights_only=True``; runs no code).
+
+        Parameters
+        ----------
+        path : str
+        module : torch.nn.Module, optional
+            Required when the detector was fitted on a user module: an instance of the
+            same architecture (its weights are replaced).
+        device : str, default="auto"
+        """
+        from .persistence import load
+
+        return load(path, module=module, device=device)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "module_" in state:
+            state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
+            state["device_"] = str(state["device_"])
+        from . import __version__
+
+        state["_aoe_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        version = state.pop("_aoe_version", None)
+        from . import __version__
+
+        if version is not None and version != __version__:
+            warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
+                          f"{__version__}.", UserWarning)
+        self.__dict__.update(state)
+        if "module_" in state:
+            dev = torch.device(state["device_"])
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                dev = torch.device("cpu")
+            self.device_ = dev
+            self.module_ = self.module_.to(dev).eval()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.random_state is None
+        return tags

@@ -1,0 +1,136 @@
+"""The energy score and the outlier-exposure losses.
+
+One :func:`energy` function is shared by the losses, the attacks and scoring, so the three
+cannot drift apart.
+
+References
+----------
+.. [1] W. Liu, X. Wang, J. Owens, Y. Li. "Energy-based Out-of-distribution Detection."
+   NeurIPS 2020.
+.. [2] D. Hendrycks, M. Mazeika, T. Dietterich. "Deep Anomaly Detection with Outlier
+   Exposure." ICLR 2019.
+.. [3] T. Botschen, K. Kirchheim, F. Ortmeier. "Out-of-Distribution Detection with
+   Adversarial Outlier Exposure." CVPR 2025 Workshops.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["energy", "EnergyMarginLoss", "SoftmaxOELoss", "CrossEntropyOnly", "LOSSES"]
+
+
+def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Free energy of logits: ``E(x) = -T * logsumexp(f(x) / T)`` over the last dimension.
+
+    Low energy = in-distribution. ``score_samples`` of the detector returns ``-E(x)``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (n, n_classes)
+    temperature : float, default=1.0
+
+    Returns
+    -------
+    torch.Tensor of shape (n,)
+        Computed in at least float32 (half-precision logits are upcast first).
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(float(energy(torch.tensor([[0.0, 0.0]]))[0]), 4)  # -log(2)
+    -0.6931
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return -temperature * torch.logsumexp(logits / temperature, dim=-1)
+
+
+def _ce(logits_in, y_in):
+    if y_in is None:
+        return logits_in.new_zeros(())
+    return F.cross_entropy(logits_in.float(), y_in)
+
+
+class EnergyMarginLoss(nn.Module):
+    r"""Energy-margin outlier-exposure loss (Liu et al. 2020), as used by AOE.
+
+    .. math::
+
+        \mathcal{L} = \mathrm{CE}(f(x_{in}), y)
+          + \lambda \Big( \tfrac{1}{N_{in}}\sum \max(0, E(x_{in}) - m_{in})^2
+          + \tfrac{1}{N_{out}}\sum \max(0, m_{out} - E(x_{out}))^2 \Big)
+
+    with two separate means, one per part. ``y=None`` drops the cross-entropy term
+    (label-free training).
+
+    Parameters
+    ----------
+    lam : float, default=0.1
+    m_in, m_out : float
+        Energy margins; ID energies are pushed below ``m_in``, outlier energies above
+        ``m_out``.
+    temperature : float, default=1.0
+
+    Returns (forward)
+    -----------------
+    total : scalar tensor
+    parts : dict of float
+        ``ce``, ``energy_in`` (the squared-hinge mean for ID), ``energy_out`` (for outliers).
+    """
+
+    def __init__(self, lam=0.1, m_in=-25.0, m_out=-7.0, temperature=1.0):
+        super().__init__()
+        self.lam, self.m_in, self.m_out, self.temperature = lam, m_in, m_out, temperature
+
+    def forward(self, logits_in, y_in, logits_out):
+        ce = _ce(logits_in, y_in)
+        e_in = energy(logits_in, self.temperature)
+        l_in = F.relu(e_in - self.m_in).pow(2).mean()
+        if logits_out is None or len(logits_out) == 0:
+            l_out = logits_in.new_zeros(())
+        else:
+            l_out = F.relu(self.m_out - energy(logits_out, self.temperature)).pow(2).mean()
+        total = ce + self.lam * (l_in + l_out)
+        return total, {"ce": ce.detach(), "energy_in": l_in.detach(), "energy_out": l_out.detach()}
+
+
+class SoftmaxOELoss(nn.Module):
+    r"""Softmax outlier-exposure loss of Hendrycks et al. (2019).
+
+    .. math::
+
+        \mathcal{L} = \mathrm{CE}(f(x_{in}), y)
+          + \lambda \tfrac{1}{N_{out}} \sum -\tfrac{1}{K}\sum_k \log\mathrm{softmax}(f(x_{out}))_k
+
+    i.e. cross-entropy of the outliers' predictions to the uniform distribution over the
+    ``K`` classes. Hendrycks et al. use ``lam=0.5``.
+    """
+
+    def __init__(self, lam=0.5):
+        super().__init__()
+        self.lam = lam
+
+    def forward(self, logits_in, y_in, logits_out):
+        ce = _ce(logits_in, y_in)
+        if logits_out is None or len(logits_out) == 0:
+            l_out = logits_in.new_zeros(())
+        else:
+            l_out = -F.log_softmax(logits_out.float(), dim=1).mean(dim=1).mean()
+        total = ce + self.lam * l_out
+        zero = logits_in.new_zeros(())
+        return total, {"ce": ce.detach(), "energy_in": zero, "energy_out": l_out.detach()}
+
+
+class CrossEntropyOnly(nn.Module):
+    """Plain cross-entropy on the ID batch; outliers are ignored (the no-OE baseline)."""
+
+    def forward(self, logits_in, y_in, logits_out=None):
+        ce = _ce(logits_in, y_in)
+        zero = logits_in.new_zeros(())
+        return ce, {"ce": ce.detach(), "energy_in": zero, "energy_out": zero}
+
+
+LOSSES = ("energy", "softmax")

@@ -1,0 +1,519 @@
+"""Sources of training outliers for outlier exposure.
+
+Every source is a small scikit-learn style object (so ``clone``, ``set_params`` and
+``GridSearchCV`` reach into it, e.g. ``outliers__sigma``) with two methods:
+
+``fit(X, generator=None) -> self``
+    Learn whatever the source needs from the in-distribution training inputs ``X``
+    (a float32 ``torch.Tensor`` of shape ``(n, *sample_shape)`` in the user's units, images
+    already scaled to ``[0, 1]``). Sources that need nothing return ``self``.
+``sample(n, generator) -> torch.Tensor``
+    Return ``n`` float32 outliers of shape ``(n, *sample_shape)`` on the CPU, drawn with the
+    given ``torch.Generator`` only (never the global RNG).
+
+Any object with a ``sample(n, generator)`` method is accepted by
+:class:`~aoe_detect.AOEDetector`; ``fit`` is optional. Sources compose with
+:class:`Mixture`.
+
+Outlier exposure generalises only as far as its outliers reach, so the default
+(:func:`default_outliers`) is a mixture of several families: noise, low-density samples of
+a cheap generative model of the ID data, and ID inputs whose semantics were destroyed.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, clone
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+
+__all__ = [
+    "OutlierSource",
+    "UniformNoise",
+    "GaussianNoise",
+    "SmoothNoise",
+    "LowDensityGMM",
+    "PermutedID",
+    "ArrayOutliers",
+    "GeneratorOutliers",
+    "Mixture",
+    "default_outliers",
+    "resolve_outliers",
+    "OUTLIER_SOURCES",
+]
+
+
+def _torch_seed(generator: torch.Generator) -> int:
+    """Draw a 31-bit seed from ``generator`` (for numpy/sklearn code inside a source)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+
+
+def _value_range(X: torch.Tensor, is_image: bool):
+    """Per-feature (tabular) or global (image) min/max of ``X``."""
+    if is_image:
+        return X.min().reshape(1), X.max().reshape(1)
+    return X.min(dim=0).values, X.max(dim=0).values
+
+
+def _is_image(sample_shape) -> bool:
+    return len(sample_shape) >= 2
+
+
+class OutlierSource(BaseEstimator):
+    """Base class of outlier sources: ``fit(X, generator)`` then ``sample(n, generator)``.
+
+    Subclasses store their parameters verbatim in ``__init__`` (scikit-learn rules), learn
+    fitted attributes ending in ``_`` in :meth:`fit`, and implement :meth:`sample`.
+    """
+
+    def fit(self, X: torch.Tensor, generator: torch.Generator | None = None):
+        """Remember the sample shape and value range of the ID inputs ``X``."""
+        self.sample_shape_ = tuple(X.shape[1:])
+        lo, hi = _value_range(X, _is_image(self.sample_shape_))
+        self.low_, self.high_ = lo.float(), hi.float()
+        return self
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit_from(self, other: "OutlierSource"):
+        """Copy the fitted shape and value range of ``other`` (used by fall-backs)."""
+        self.sample_shape_, self.low_, self.high_ = other.sample_shape_, other.low_, other.high_
+        return self
+
+    def _clip(self, x: torch.Tensor) -> torch.Tensor:
+        """Clip to the ID value range seen in ``fit`` (images: the global range)."""
+        if _is_image(self.sample_shape_):
+            return x.clamp(float(self.low_), float(self.high_))
+        return torch.maximum(torch.minimum(x, self.high_), self.low_)
+
+
+class UniformNoise(OutlierSource):
+    """Uniform noise over the (optionally widened) value range of the ID data.
+
+    Parameters
+    ----------
+    widen : float, default=0.0
+        Tabular data: the box ``[min - widen*span, max + widen*span]`` per feature. Images
+        always use the global pixel range seen in ``fit``.
+    """
+
+    def __init__(self, widen: float = 0.0):
+        self.widen = widen
+
+    def sample(self, n, generator):
+        u = torch.rand((n, *self.sample_shape_), generator=generator)
+        lo, hi = self.low_, self.high_
+        if not _is_image(self.sample_shape_):
+            span = hi - lo
+            lo, hi = lo - self.widen * span, hi + self.widen * span
+        return lo + u * (hi - lo)
+
+
+class GaussianNoise(OutlierSource):
+    """Gaussian noise with the ID data's per-feature mean and ``scale`` times its std.
+
+    Images use the global pixel mean/std and are clipped to the pixel range.
+
+    Parameters
+    ----------
+    scale : float, default=1.0
+        Multiplier of the ID standard deviation.
+    """
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def fit(self, X, generator=None):
+        super().fit(X, generator)
+        if _is_image(self.sample_shape_):
+            self.mean_, self.std_ = X.mean().reshape(1), X.std().reshape(1)
+        else:
+            self.mean_, self.std_ = X.mean(0), X.std(0).clamp_min(1e-12)
+        return self
+
+    def sample(self, n, generator):
+        z = torch.randn((n, *self.sample_shape_), generator=generator)
+        x = self.mean_ + self.scale * self.std_ * z
+        return self._clip(x) if _is_image(self.sample_shape_) else x
+
+
+class SmoothNoise(OutlierSource):
+    """Spatially smooth (low-frequency) noise images: structured, texture-like outliers.
+
+    A random field is drawn at a coarse resolution (``cells x cells``, ``cells`` random in
+    ``[2, max_cells]`` per image) and bilinearly upsampled to the image size, then rescaled
+    to a random sub-range of the pixel range. For tabular data it falls back to uniform noise.
+
+    Parameters
+    ----------
+    max_cells : int, default=8
+        Largest coarse grid side.
+    """
+
+    def __init__(self, max_cells: int = 8):
+        self.max_cells = max_cells
+
+    def sample(self, n, generator):
+        shape = self.sample_shape_
+        if not _is_image(shape):
+            return UniformNoise().fit_from(self).sample(n, generator)
+        img = shape if len(shape) == 3 else (1, *shape)
+        c, h, w = img
+        out = torch.empty((n, c, h, w))
+        cells = torch.randint(2, max(3, self.max_cells + 1), (n,), generator=generator)
+        for k in cells.unique().tolist():
+            idx = (cells == k).nonzero().flatten()
+            coarse = torch.rand((len(idx), c, k, k), generator=generator)
+            out[idx] = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+        lo, hi = float(self.low_), float(self.high_)
+        a = torch.rand((n, 1, 1, 1), generator=generator)
+        b = torch.rand((n, 1, 1, 1), generator=generator)
+        low, high = torch.minimum(a, b), torch.maximum(a, b)
+        out = lo + (hi - lo) * (low + (high - low) * out)
+        return out.reshape((n, *shape))
+
+
+class LowDensityGMM(OutlierSource):
+    """Low-density samples of a cheap generative model of the ID data (fitted in seconds).
+
+    The ID inputs are flattened, projected onto their first ``n_components`` principal
+    components, and a diagonal Gaussian mixture with ``n_clusters`` components is fitted in
+    that space. Outliers are drawn from the mixture with every component's deviation scaled
+    by ``sigma > 1`` (the low-density shell around the data, like sampling a GAN's latent
+    with sigma > 1), mapped back to input space and clipped to the ID value range. The result
+    resembles the ID data in its coarse statistics but not in its fine structure, the role
+    GAN samples play in the AOE paper.
+
+    Parameters
+    ----------
+    n_components : int, default=32
+        PCA dimensions (capped at the number of features and samples).
+    n_clusters : int, default=10
+        Mixture components.
+    sigma : float, default=2.0
+        Scale of the deviations from the component means (1 = the fitted density).
+    max_fit_samples : int, default=5000
+        Subsample size used for fitting.
+    """
+
+    def __init__(self, n_components=32, n_clusters=10, sigma=2.0, max_fit_samples=5000):
+        self.n_components = n_components
+        self.n_clusters = n_clusters
+        self.sigma = sigma
+        self.max_fit_samples = max_fit_samples
+
+    def fit(self, X, generator=None):
+        super().fit(X, generator)
+        seed = _torch_seed(generator) if generator is not None else 0
+        rng = np.random.RandomState(seed)
+        flat = X.reshape(len(X), -1).double().numpy()
+        if len(flat) > self.max_fit_samples:
+            flat = flat[rng.choice(len(flat), self.max_fit_samples, replace=False)]
+        k = max(1, min(self.n_components, flat.shape[1], len(flat) - 1))
+        self.pca_ = PCA(n_components=k, random_state=seed).fit(flat)
+        Z = self.pca_.transform(flat)
+        n_clusters = max(1, min(self.n_clusters, len(flat) // 2))
+        self.gmm_ = GaussianMixture(
+            n_components=n_clusters, covariance_type="diag", random_state=seed, reg_covar=1e-4
+        ).fit(Z)
+        return self
+
+    def sample(self, n, generator):
+        w = torch.as_tensor(self.gmm_.weights_, dtype=torch.float64)
+        comp = torch.multinomial(w, n, replacement=True, generator=generator).numpy()
+        z = torch.randn((n, self.gmm_.means_.shape[1]), generator=generator, dtype=torch.float64)
+        Z = self.gmm_.means_[comp] + self.sigma * np.sqrt(self.gmm_.covariances_[comp]) * z.numpy()
+        flat = self.pca_.inverse_transform(Z)
+        x = torch.as_tensor(flat, dtype=torch.float32).reshape((n, *self.sample_shape_))
+        return self._clip(x)
+
+
+class PermutedID(OutlierSource):
+    """ID inputs whose semantics are destroyed while low-level statistics are kept.
+
+    Images: each outlier is a random ID image with its ``grid x grid`` patches shuffled,
+    optionally followed by a heavy box blur (``blur`` probability). Tabular data: every
+    feature is drawn from a different random ID row (a column-wise permutation), which keeps
+    each marginal distribution but destroys the dependencies between features.
+
+    Parameters
+    ----------
+    grid : int, default=4
+        Patches per image side (the image side must be divisible or it is cropped/padded).
+    blur : float, default=0.3
+        Probability of additionally blurring an image heavily.
+    max_pool : int, default=20000
+        Number of ID rows kept to draw from.
+    """
+
+    def __init__(self, grid=4, blur=0.3, max_pool=20000):
+        self.grid = grid
+        self.blur = blur
+        self.max_pool = max_pool
+
+    def fit(self, X, generator=None):
+        super().fit(X, generator)
+        if len(X) > self.max_pool:
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            X = X[torch.randperm(len(X), generator=g)[: self.max_pool]]
+        self.pool_ = X.detach().to("cpu", torch.float32).clone()
+        return self
+
+    def sample(self, n, generator):
+        pool = self.pool_
+        if not _is_image(self.sample_shape_):
+            idx = torch.randint(0, len(pool), (n, pool.shape[1]), generator=generator)
+            return torch.gather(pool, 0, idx)
+        shape = self.sample_shape_
+        x = pool[torch.randint(0, len(pool), (n,), generator=generator)]
+        x = x.reshape(n, -1, *shape[-2:])
+        return _shuffle_patches(x, self.grid, self.blur, generator).reshape((n, *shape))
+
+
+def _shuffle_patches(x, grid, blur, generator):
+    n, c, h, w = x.shape
+    ph, pw = max(1, h // grid), max(1, w // grid)
+    gh, gw = h // ph, w // pw
+    core = x[:, :, : gh * ph, : gw * pw]
+    patches = core.reshape(n, c, gh, ph, gw, pw).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, c, ph, pw)
+    perm = torch.argsort(torch.rand((n, gh * gw), generator=generator), dim=1)
+    patches = torch.gather(patches, 1, perm[:, :, None, None, None].expand_as(patches))
+    core = patches.reshape(n, gh, gw, c, ph, pw).permute(0, 3, 1, 4, 2, 5).reshape(n, c, gh * ph, gw * pw)
+    out = x.clone()
+    out[:, :, : gh * ph, : gw * pw] = core
+    if blur > 0:
+        k = max(3, (min(h, w) // 4) | 1)
+        do = torch.rand((n,), generator=generator) < blur
+        if do.any():
+            sel = out[do]
+            out[do] = F.avg_pool2d(F.pad(sel, (k // 2,) * 4, mode="replicate"), k, stride=1)
+    return out
+
+
+class ArrayOutliers(OutlierSource):
+    """Outliers drawn (with replacement) from a fixed array of examples.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor of shape (m, *sample_shape)
+        The outliers, in the same units as the ID inputs (uint8 images are scaled to [0, 1]).
+    """
+
+    def __init__(self, X=None):
+        self.X = X
+
+    def fit(self, X=None, generator=None):
+        data = self.X
+        if isinstance(data, torch.Tensor):
+            data = data.detach().cpu()
+        else:
+            data = torch.as_tensor(np.asarray(data))
+        if data.dtype == torch.uint8:
+            data = data.float() / 255.0
+        self.data_ = data.float()
+        if X is not None and self.data_[0].numel() == X[0].numel():
+            self.data_ = self.data_.reshape((len(self.data_), *X.shape[1:]))
+        self.sample_shape_ = tuple(self.data_.shape[1:])
+        return self
+
+    def sample(self, n, generator):
+        idx = torch.randint(0, len(self.data_), (n,), generator=generator)
+        return self.data_[idx]
+
+
+class GeneratorOutliers(OutlierSource):
+    """Outliers from any torch generator network ``G(z)`` (e.g. a GAN such as BigGAN).
+
+    Parameters
+    ----------
+    generator : torch.nn.Module
+        Maps a latent batch to inputs in the ID data's units. Used in eval mode, without
+        gradients; it is never trained here.
+    latent_dim : int or tuple of int
+        Shape of one latent vector (ignored when ``latent_sampler`` is given).
+    sigma : float, default=1.0
+        Latent scale; ``sigma > 1`` samples the generator's low-density regions.
+    latent_sampler : callable, optional
+        ``latent_sampler(n, generator) -> tensor`` replacing the default ``sigma * N(0, I)``.
+    batch_size : int, default=256
+        Generator batch size.
+    device : str or torch.device, optional
+        Where the generator runs (default: where its parameters are).
+    clip : bool, default=True
+        Clip the samples to the ID value range seen in ``fit``.
+    """
+
+    def __init__(self, generator=None, latent_dim=128, sigma=1.0, latent_sampler=None,
+                 batch_size=256, device=None, clip=True):
+        self.generator = generator
+        self.latent_dim = latent_dim
+        self.sigma = sigma
+        self.latent_sampler = latent_sampler
+        self.batch_size = batch_size
+        self.device = device
+        self.clip = clip
+
+    def fit(self, X=None, generator=None):
+        if X is not None:
+            super().fit(X, generator)
+        return self
+
+    def _latent(self, n, generator):
+        if self.latent_sampler is not None:
+            return self.latent_sampler(n, generator)
+        shape = (self.latent_dim,) if isinstance(self.latent_dim, Integral) else tuple(self.latent_dim)
+        return self.sigma * torch.randn((n, *shape), generator=generator)
+
+    @torch.no_grad()
+    def sample(self, n, generator):
+        G = self.generator
+        params = list(G.parameters())
+        device = torch.device(self.device) if self.device is not None else (
+            params[0].device if params else torch.device("cpu"))
+        was_training = G.training
+        G.eval()
+        try:
+            out = []
+            for start in range(0, n, self.batch_size):
+                m = min(self.batch_size, n - start)
+                z = self._latent(m, generator).to(device)
+                out.append(G(z).float().cpu())
+        finally:
+            G.train(was_training)
+        x = torch.cat(out)
+        if hasattr(self, "sample_shape_"):
+            x = x.reshape((n, *self.sample_shape_))
+            if self.clip:
+                x = self._clip(x)
+        return x
+
+
+class Mixture(OutlierSource):
+    """A weighted mixture of outlier sources.
+
+    Each call to :meth:`sample` draws how many outliers come from each source from a
+    multinomial with the given weights, then shuffles the batch.
+
+    Parameters
+    ----------
+    sources : list of (name, source) or list of sources
+        The components (any objects with ``sample(n, generator)``; ``fit`` optional).
+    weights : list of float, optional
+        Non-negative relative weights (default: equal).
+    """
+
+    def __init__(self, sources=None, weights=None):
+        self.sources = sources
+        self.weights = weights
+
+    def _named(self):
+        return [s if isinstance(s, tuple) else (type(s).__name__, s) for s in self.sources]
+
+    def get_params(self, deep=True):
+        params = super().get_params(deep=False)
+        if deep and self.sources is not None:
+            for name, src in self._named():
+                params[name] = src
+                if hasattr(src, "get_params"):
+                    for k, v in src.get_params(deep=True).items():
+                        params[f"{name}__{k}"] = v
+        return params
+
+    def set_params(self, **params):
+        own = {k: v for k, v in params.items() if "__" not in k and k in ("sources", "weights")}
+        super().set_params(**own)
+        named = dict(self._named())
+        for key, value in params.items():
+            if key in own:
+                continue
+            name, _, sub = key.partition("__")
+            if name not in named:
+                raise ValueError(f"Invalid parameter {key!r} for Mixture; components: {sorted(named)}.")
+            if sub:
+                named[name].set_params(**{sub: value})
+        return self
+
+    def fit(self, X, generator=None):
+        if not self.sources:
+            raise ValueError("Mixture needs at least one source in `sources`.")
+        w = np.ones(len(self.sources)) if self.weights is None else np.asarray(self.weights, float)
+        if w.shape != (len(self.sources),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"Mixture `weights` must be {len(self.sources)} non-negative numbers "
+                             f"with a positive sum, got {self.weights!r}.")
+        self.weights_ = torch.as_tensor(w / w.sum(), dtype=torch.float64)
+        self.sources_ = []
+        for _, src in self._named():
+            src = clone(src) if hasattr(src, "get_params") else src
+            if hasattr(src, "fit"):
+                src.fit(X, generator)
+            self.sources_.append(src)
+        self.sample_shape_ = tuple(X.shape[1:])
+        return self
+
+    def sample(self, n, generator):
+        counts = torch.bincount(
+            torch.multinomial(self.weights_, n, replacement=True, generator=generator),
+            minlength=len(self.sources_),
+        )
+        parts = [src.sample(int(c), generator).reshape((int(c), *self.sample_shape_))
+                 for src, c in zip(self.sources_, counts) if c > 0]
+        x = torch.cat(parts)
+        return x[torch.randperm(n, generator=generator)]
+
+
+def default_outliers(sample_shape) -> Mixture:
+    """The default outlier mixture for inputs of ``sample_shape``.
+
+    Images: uniform noise, smooth noise, low-density GMM samples and patch-shuffled/blurred
+    ID images, equal weights. Tabular data: uniform noise over the widened feature box,
+    inflated Gaussian noise, low-density GMM samples and column-permuted ID rows.
+    """
+    if _is_image(tuple(sample_shape)):
+        return Mixture([("uniform", UniformNoise()), ("smooth", SmoothNoise()),
+                        ("lowdensity", LowDensityGMM()), ("permuted", PermutedID())])
+    return Mixture([("uniform", UniformNoise(widen=0.5)), ("gaussian", GaussianNoise(scale=3.0)),
+                    ("lowdensity", LowDensityGMM()), ("permuted", PermutedID())])
+
+
+#: Names accepted by ``AOEDetector(outliers=...)``.
+OUTLIER_SOURCES = {
+    "uniform": UniformNoise,
+    "gaussian": GaussianNoise,
+    "smooth": SmoothNoise,
+    "lowdensity": LowDensityGMM,
+    "permuted": PermutedID,
+}
+
+
+def resolve_outliers(outliers, sample_shape):
+    """Turn the ``outliers`` parameter into an (unfitted) source object, or ``None``.
+
+    ``"default"`` gives :func:`default_outliers`, a name from :data:`OUTLIER_SOURCES` its
+    class with default parameters, an array-like :class:`ArrayOutliers`, an object with
+    ``sample`` a clone of itself (when it is an sklearn-style object), ``None`` no outliers.
+    """
+    if outliers is None:
+        return None
+    if isinstance(outliers, str):
+        if outliers == "default":
+            return default_outliers(sample_shape)
+        if outliers not in OUTLIER_SOURCES:
+            raise ValueError(
+                f"Unknown `outliers` name {outliers!r}; valid names are "
+                f"{sorted(['default', *OUTLIER_SOURCES])}, an array, or an object with a "
+                "`sample(n, generator)` method."
+            )
+        return OUTLIER_SOURCES[outliers]()
+    if hasattr(outliers, "sample"):
+        return clone(outliers) if hasattr(outliers, "get_params") else outliers
+    if isinstance(outliers, (np.ndarray, torch.Tensor, list)):
+        return ArrayOutliers(outliers)
+    raise TypeError(
+        f"`outliers` must be None, a name in {sorted(['default', *OUTLIER_SOURCES])}, an array "
+        f"or an object with `sample(n, generator)`, got {type(outliers).__name__}."
+    )

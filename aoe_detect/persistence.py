@@ -1,0 +1,208 @@
+"""Safe persistence: a single file of tensors plus JSON text, read with ``weights_only=True``.
+
+The file is written with ``torch.save`` but holds only a dict of strings, numbers and
+tensors, so ``torch.load(..., weights_only=True)`` reads it without unpickling arbitrary
+objects: a crafted file cannot run code on load. The backbone is rebuilt from its registry
+name (built-in backbones) or must be supplied as an instance of the same architecture
+(user modules and factories).
+
+``pickle``/``joblib`` also work (the estimator moves its module to the CPU when pickled and
+back to an available device when unpickled), but unpickling runs code by design: only load
+pickles you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+__all__ = ["save", "load", "FORMAT"]
+
+FORMAT = "aoe-detect/1"
+
+_FITTED = ("offset_", "m_in_", "m_out_", "lam_", "input_range_", "input_shape_", "n_features_in_")
+
+
+def _jsonable(v):
+    if isinstance(v, (str, bool, int, float)) or v is None:
+        return v
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        out = [_jsonable(x) for x in v]
+        return None if any(o is _NOT for o in out) else out
+    return _NOT
+
+
+class _NotJSON:
+    pass
+
+
+_NOT = _NotJSON()
+
+
+def save(detector, path, _partial=False):
+    """Write a fitted :class:`~aoe_detect.AOEDetector` to ``path`` (atomically).
+
+    Parameters
+    ----------
+    detector : AOEDetector
+        Fitted.
+    path : str or os.PathLike
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    from . import __version__
+
+    if not _partial:
+        check_is_fitted(detector, "offset_")
+    params, skipped = {}, []
+    for k, v in detector.get_params(deep=False).items():
+        j = _jsonable(v)
+        if j is _NOT:
+            skipped.append(k)
+        else:
+            params[k] = j
+    fitted = {k: _jsonable(getattr(detector, k)) for k in _FITTED if hasattr(detector, k)}
+    eps = getattr(detector, "epsilon_", None)
+    fitted["epsilon_"] = eps.tolist() if isinstance(eps, np.ndarray) else eps
+    fitted["device_"] = str(getattr(detector, "device_", "cpu"))
+    if hasattr(detector, "classes_"):
+        fitted["classes_"] = np.asarray(detector.classes_).tolist()
+    fitted["history_"] = getattr(detector, "history_", [])
+    bb = detector.backbone
+    spec = {"kind": "builtin", "name": bb} if isinstance(bb, str) else {"kind": "module"}
+    if spec["kind"] == "builtin" and bb == "auto":
+        spec["name"] = "mlp" if len(detector.input_shape_) == 1 else "small_cnn"
+    state = {k: v.detach().cpu().clone() for k, v in detector.module_.state_dict().items()}
+    n_logits = _n_logits(detector.module_, state)
+    payload = {
+        "format": FORMAT,
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "params": json.dumps(params),
+        "params_not_saved": json.dumps(skipped),
+        "fitted": json.dumps(fitted),
+        "backbone": json.dumps({**spec, "n_logits": n_logits}),
+        "state_dict": state,
+        "validation_scores": torch.as_tensor(
+            np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
+    }
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".aoe-", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _n_logits(module, state):
+    """Output width of the last Linear layer (the logits of every built-in backbone)."""
+    for m in reversed(list(module.modules())):
+        if isinstance(m, torch.nn.Linear):
+            return int(m.out_features)
+    return None
+
+
+def load(path, module=None, device="auto"):
+    """Load a detector written by :func:`save`; never executes code from the file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    module : torch.nn.Module, optional
+        Required if the detector was fitted on a user module or factory: an instance of
+        the same architecture (deep-copied; its weights are replaced).
+    device : str, default="auto"
+        Where to put the module (a CUDA-fitted detector loads on a CPU-only machine).
+
+    Returns
+    -------
+    AOEDetector
+        Fitted, ready to score. Parameters that are not JSON-serialisable (arrays, module
+        and source objects) come back at their defaults and are listed in a warning.
+
+    Raises
+    ------
+    ValueError
+        Truncated, corrupted or foreign files, or a ``module`` that does not match.
+    """
+    import copy
+
+    from . import __version__
+    from .backbones import build_backbone
+    from .detector import AOEDetector, _resolve_device
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No saved detector at {path!r}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, zip errors
+        raise ValueError(f"{path!r} is not a readable aoe-detect file (truncated, corrupted, or "
+                         f"not written by AOEDetector.save): {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} expected).")
+    if payload.get("version") != __version__:
+        warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
+                      f"running {__version__}.", UserWarning)
+    try:
+        params = json.loads(payload["params"])
+        skipped = json.loads(payload["params_not_saved"])
+        fitted = json.loads(payload["fitted"])
+        spec = json.loads(payload["backbone"])
+        state = payload["state_dict"]
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{path!r} is corrupted: {exc}") from None
+    det = AOEDetector(**{k: v for k, v in params.items() if k in AOEDetector().get_params()})
+    if skipped:
+        warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
+                      "set them again before refitting.", UserWarning)
+    shape = tuple(fitted["input_shape_"])
+    if spec["kind"] == "builtin":
+        if module is not None:
+            net = copy.deepcopy(module)
+        else:
+            # built-in backbones always carry a Standardize layer (per feature / per channel);
+            # its buffers are overwritten by the state dict below
+            c = shape[0]
+            net = build_backbone(spec["name"], spec["n_logits"], shape, mean=torch.zeros(c),
+                                 std=torch.ones(c))
+    else:
+        if module is None:
+            raise ValueError("This detector was fitted on a user module: pass `module=` an instance "
+                             "of the same architecture to load its weights into.")
+        net = copy.deepcopy(module)
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"The weights in {path!r} do not fit the backbone: {exc}") from None
+    dev = _resolve_device(device)
+    det.module_ = net.to(dev).eval()
+    det.device_ = dev
+    for k in _FITTED:
+        if k in fitted:
+            v = fitted[k]
+            setattr(det, k, tuple(v) if k in ("input_range_", "input_shape_") and v is not None else v)
+    eps = fitted.get("epsilon_")
+    det.epsilon_ = np.asarray(eps, dtype=np.float32) if isinstance(eps, list) else eps
+    if "classes_" in fitted:
+        det.classes_ = np.asarray(fitted["classes_"])
+    det.history_ = fitted.get("history_", [])
+    det.validation_scores_ = payload["validation_scores"].numpy()
+    return det
