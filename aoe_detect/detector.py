@@ -104,7 +104,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         Training outliers. ``"default"`` is a mixture of noise, low-density samples of a
         cheap generative model of the ID data and semantics-destroyed ID inputs (see
         :func:`aoe_detect.outliers.default_outliers`); names: ``"uniform"``, ``"gaussian"``,
-        ``"smooth"``, ``"lowdensity"``, ``"permuted"``. ``None`` disables outlier exposure.
+        ``"smooth"``, ``"lowdensity"``, ``"permuted"``, ``"gan"`` (a small DCGAN trained on
+        the ID images inside ``fit``, the paper's source; minutes on a CPU). ``None`` disables outlier exposure.
         Outliers passed to ``fit`` (``X_outliers``, rows with ``y == -1``, or the label-free
         second argument) replace this source.
     attack : {"fgsm", "pgd", "gaussian", "none"}, attack object or None, default="fgsm"
@@ -210,7 +211,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
     _parameter_constraints = {
         "backbone": [StrOptions({"auto", *BACKBONES}), HasMethods(["forward"]), callable],
-        "outliers": [StrOptions({"default", *OUTLIER_SOURCES}), "array-like",
+        "outliers": [StrOptions({"default", "gan", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],

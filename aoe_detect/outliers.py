@@ -493,7 +493,9 @@ OUTLIER_SOURCES = {
 def resolve_outliers(outliers, sample_shape):
     """Turn the ``outliers`` parameter into an (unfitted) source object, or ``None``.
 
-    ``"default"`` gives :func:`default_outliers`, a name from :data:`OUTLIER_SOURCES` its
+    ``"default"`` gives :func:`default_outliers`, ``"gan"`` a
+    :class:`~aoe_detect.generative.GANOutliers` (a DCGAN trained on the ID images inside
+    ``fit``), a name from :data:`OUTLIER_SOURCES` its
     class with default parameters, an array-like :class:`ArrayOutliers`, an object with
     ``sample`` a clone of itself (when it is an sklearn-style object), ``None`` no outliers.
     """
@@ -502,10 +504,14 @@ def resolve_outliers(outliers, sample_shape):
     if isinstance(outliers, str):
         if outliers == "default":
             return default_outliers(sample_shape)
+        if outliers == "gan":
+            from .generative import GANOutliers  # lazy: generative imports this module
+
+            return GANOutliers()
         if outliers not in OUTLIER_SOURCES:
             raise ValueError(
                 f"Unknown `outliers` name {outliers!r}; valid names are "
-                f"{sorted(['default', *OUTLIER_SOURCES])}, an array, or an object with a "
+                f"{sorted(['default', 'gan', *OUTLIER_SOURCES])}, an array, or an object with a "
                 "`sample(n, generator)` method."
             )
         return OUTLIER_SOURCES[outliers]()
