@@ -27,9 +27,32 @@ def _reject_bad_dtype(a, name):
                          "numbers are expected.")
     if kind in ("U", "S"):
         raise ValueError(f"`{name}` holds strings (dtype {arr.dtype}); numeric data is expected.")
-    if kind == "b":
-        return arr
+    if kind == "O":
+        try:
+            np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"`{name}` has dtype object with non-numeric values ({exc}); numeric "
+                             "data is expected.") from None
     return arr
+
+
+def _check_n_dims_and_samples(X, name, min_samples):
+    """Name the argument in the messages for too few dimensions or samples."""
+    shape = tuple(getattr(X, "shape", ()))
+    if len(shape) < 2:
+        raise ValueError(f"`{name}` must be 2-D (n_samples, n_features), 3-D (n, h, w) or 4-D "
+                         f"(n, c, h, w); got {len(shape)}-D with shape {shape}. Reshape your data: "
+                         "a single sample needs a leading axis, x.reshape(1, -1) or x[None].")
+    if shape[0] < min_samples:
+        raise ValueError(f"`{name}` has {shape[0]} sample(s) (shape {shape}); at least "
+                         f"{min_samples} needed.")
+
+
+def _check_float32_finite(X, name):
+    """float64 values beyond the float32 range would silently become inf."""
+    if not np.isfinite(X).all():
+        raise ValueError(f"`{name}` has values too large for float32 (|x| > 3.4e38 after "
+                         "conversion); finite float32 values are expected.")
 
 
 def _channels_first(X, name):
@@ -55,16 +78,22 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
     """
     X = to_numpy(X, name)
     X = _reject_bad_dtype(X, name)
+    _check_n_dims_and_samples(X, name, min_samples)
     was_uint8 = getattr(X, "dtype", None) == np.uint8
+    if not hasattr(X, "columns"):  # not a DataFrame: images become (n, c, h, w) first, so
+        X = np.asarray(X)  # n_features_in_ is the channel count for (n, h, w) input too
+        if X.ndim >= 3:
+            X = _channels_first(X, name)
     X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
                       ensure_min_samples=min_samples)
-    X = _channels_first(np.asarray(X), name)
+    X = np.asarray(X)
     if not reset:
         expected = estimator.input_shape_
         if tuple(X.shape[1:]) != tuple(expected):
             raise ValueError(f"`{name}` has samples of shape {tuple(X.shape[1:])}, but the detector "
                              f"was fitted on samples of shape {tuple(expected)}.")
     X = X.astype(np.float32, copy=False)
+    _check_float32_finite(X, name)
     if was_uint8:
         X = X / np.float32(255.0)
     return X, was_uint8
@@ -74,6 +103,7 @@ def check_more_inputs(X, *, name, sample_shape):
     """Validate an extra array (outliers) against the ID sample shape; scale uint8."""
     X = to_numpy(X, name)
     X = _reject_bad_dtype(X, name)
+    _check_n_dims_and_samples(X, name, 1)
     was_uint8 = getattr(X, "dtype", None) == np.uint8
     from sklearn.utils import check_array
 
@@ -86,6 +116,7 @@ def check_more_inputs(X, *, name, sample_shape):
         raise ValueError(f"`{name}` has samples of shape {tuple(X.shape[1:])}, but X has samples "
                          f"of shape {tuple(sample_shape)}.")
     X = X.astype(np.float32, copy=False)
+    _check_float32_finite(X, name)
     return X / np.float32(255.0) if was_uint8 else X
 
 

@@ -70,15 +70,13 @@ def _project(x_adv, x, eps, clip):
 
 
 def _energy_grad_sign(model, x, temperature, autocast_dtype=None):
-    x = x.detach().requires_grad_(True)
-    if autocast_dtype is not None:
-        with torch.autocast(x.device.type, dtype=autocast_dtype):
+    with torch.enable_grad():  # also works when the caller is under torch.no_grad()
+        x = x.detach().requires_grad_(True)
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
-    else:
-        logits = model(x)
-    # sum of per-sample energies: each sample's gradient is independent of the others
-    e = energy(logits.float(), temperature).sum()
-    (grad,) = torch.autograd.grad(e, x)
+        # sum of per-sample energies (float32): each sample's gradient is its own
+        e = energy(logits.float(), temperature).sum()
+        (grad,) = torch.autograd.grad(e, x)
     return grad.sign()
 
 

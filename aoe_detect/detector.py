@@ -297,14 +297,46 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self : AOEDetector
         """
         self._validate_params()
-        data = self._prepare_fit_data(X, y, X_outliers)
-        seed = _seed_from(self.random_state)
-        device = _resolve_device(self.device)
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
-            self._fit(data, seed, device)
+        self._check_margin_params()
+        restore = self._restore_point()
+        try:
+            data = self._prepare_fit_data(X, y, X_outliers)
+            seed = _seed_from(self.random_state)
+            device = _resolve_device(self.device)
+            cuda_devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_devices):
+                torch.manual_seed(seed)
+                self._fit(data, seed, device)
+        except BaseException:
+            restore()  # a failed fit leaves the previous fitted state (or none) untouched
+            raise
         return self
+
+    def _check_margin_params(self):
+        for name in ("m_in", "m_out"):
+            v = getattr(self, name)
+            if not isinstance(v, str) and not math.isfinite(v):
+                raise ValueError(f"`{name}` must be a finite number or 'auto', got {v!r}.")
+        if not isinstance(self.m_in, str) and not isinstance(self.m_out, str) and self.m_out <= self.m_in:
+            raise ValueError(f"`m_out` ({self.m_out}) must be greater than `m_in` ({self.m_in}).")
+
+    def _restore_point(self):
+        """Return a function that puts back the current attributes (and, for a warm start,
+        the weights that training would change in place)."""
+        attrs = self.__dict__.copy()
+        history = list(attrs.get("history_", []))
+        module = attrs.get("module_") if self.warm_start else None
+        weights = None if module is None else copy.deepcopy(module.state_dict())
+
+        def restore():
+            self.__dict__.clear()
+            self.__dict__.update(attrs)
+            if "history_" in attrs:
+                self.history_ = history
+            if module is not None:
+                module.load_state_dict(weights)
+                module.eval()
+        return restore
 
     def _prepare_fit_data(self, X, y, X_outliers):
         """Validate all data once; return a dict of float32 tensors and label info."""
@@ -368,6 +400,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
         X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
 
+        if self.warm_start and not hasattr(self, "module_"):
+            self._resume_from_checkpoint(labels, tr_idx, device)
         resuming = self.warm_start and hasattr(self, "module_")
         module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming)
         module = module.to(device)
@@ -380,10 +414,19 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         pre = self.pretrain_epochs
         if pre == "auto":
-            pre = AUTO_PRETRAIN_EPOCHS if (fresh and y_tr is not None and not resuming) else 0
+            built = not isinstance(self.backbone, torch.nn.Module)  # fresh unless resuming
+            pre = AUTO_PRETRAIN_EPOCHS if (built and y_tr is not None) else 0
         if pre and y_tr is None:
             warnings.warn("pretrain_epochs > 0 ignored: pretraining needs class labels.", UserWarning)
             pre = 0
+        n_ft = self.epochs
+        if resuming:  # totals, like sklearn's warm_start: run only the epochs not done yet
+            pre = max(0, pre - sum(r["stage"] == "pretrain" for r in self.history_))
+            n_ft = max(0, n_ft - sum(r["stage"] == "finetune" for r in self.history_))
+            if pre == 0 and n_ft == 0:
+                warnings.warn("warm_start=True but all `pretrain_epochs` and `epochs` are already "
+                              "done (see history_); only the threshold offset_ was refit. Increase "
+                              "`epochs` to train more.", UserWarning)
 
         source = self._fit_outlier_source(data, X_tr, shape, gen)
         attack = resolve_attack(self.attack)
@@ -397,13 +440,43 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             loss_fn = (CrossEntropyOnly() if source is None else
                        EnergyMarginLoss(self.lam_, self.m_in_, self.m_out_, self.temperature)
                        if self.loss == "energy" else SoftmaxOELoss(self.lam_))
-            self._run_stage("finetune", self.epochs, X_tr, y_tr, loss_fn, source, attack, gen, device)
+            self._run_stage("finetune", n_ft, X_tr, y_tr, loss_fn, source, attack, gen, device)
         else:
             self._set_margins(X_tr, device)
         self.module_.eval()
         self.validation_scores_ = self._scores_tensor(X_val)
         self.offset_ = float(np.quantile(self.validation_scores_, self.contamination))
         return self
+
+    def _resume_from_checkpoint(self, labels, tr_idx, device):
+        """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
+        (weights, ``history_``, ``classes_`` and the margins)."""
+        path = None if self.checkpoint_dir is None else os.path.join(self.checkpoint_dir,
+                                                                      "checkpoint.aoe")
+        if path is None or not os.path.isfile(path):
+            return
+        from .persistence import load
+
+        bb = self.backbone
+        if isinstance(bb, torch.nn.Module):
+            module = bb
+        elif callable(bb) and not isinstance(bb, str):
+            k = 1 if labels is None else len(np.unique(labels[tr_idx]))
+            module = bb(k, tuple(self.input_shape_))
+        else:
+            module = None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Parameters .* were not serialisable")
+            ckpt = load(path, module=module, device=device)
+        if tuple(ckpt.input_shape_) != tuple(self.input_shape_):
+            raise ValueError(f"The checkpoint in `checkpoint_dir`={os.fspath(self.checkpoint_dir)!r} "
+                             f"was fitted on samples of shape {tuple(ckpt.input_shape_)}, but X has "
+                             f"samples of shape {tuple(self.input_shape_)}.")
+        self.module_ = ckpt.module_
+        self.history_ = list(ckpt.history_)
+        for name in ("classes_", "m_in_", "m_out_"):
+            if hasattr(ckpt, name):
+                setattr(self, name, getattr(ckpt, name))
 
     def _build_module(self, X_tr, labels, tr_idx, resuming):
         """Return ``(module, n_classes, targets for X_tr or None, fresh)``."""
@@ -438,6 +511,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 self.classes_ = np.arange(k)
         if lab_tr is not None:
             if fresh and not resuming:
+                targets = np.searchsorted(self.classes_, lab_tr)
+            elif resuming and hasattr(self, "classes_"):
+                unknown = np.setdiff1d(lab_tr, self.classes_)
+                if unknown.size:
+                    raise ValueError(f"`y` has labels {unknown[:5].tolist()} that the detector being "
+                                     f"warm-started does not know; its classes_ are "
+                                     f"{self.classes_.tolist()}.")
                 targets = np.searchsorted(self.classes_, lab_tr)
             else:
                 if lab_tr.max() >= k:
@@ -507,11 +587,16 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         return source
 
     def _set_margins(self, X_tr, device):
+        # a warm start that continues outlier exposure keeps the margins it started with
+        keep = (self.warm_start and hasattr(self, "m_in_")
+                and any(r["stage"] == "finetune" for r in self.history_))
         if self.m_in == "auto" or self.m_out == "auto":
-            e = -self._scores_tensor(X_tr[:5000])
-            med = float(np.median(e))
+            e = None if keep else -self._scores_tensor(X_tr[:5000])
+            med = self.m_in_ if keep else float(np.median(e))
         self.m_in_ = med if self.m_in == "auto" else float(self.m_in)
-        self.m_out_ = self.m_in_ + AUTO_MARGIN_GAP if self.m_out == "auto" else float(self.m_out)
+        # the relative term keeps m_out_ > m_in_ when a diverged model has |energies| ~ 1e20
+        gap = max(AUTO_MARGIN_GAP, 1e-6 * abs(self.m_in_))
+        self.m_out_ = self.m_in_ + gap if self.m_out == "auto" else float(self.m_out)
         if self.m_out_ <= self.m_in_:
             raise ValueError(f"`m_out` ({self.m_out_}) must be greater than `m_in` ({self.m_in_}).")
 
@@ -535,8 +620,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         eps = self.epsilon_
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(device)
+        done = sum(r["stage"] == stage for r in self.history_)  # warm start: keep counting
         try:
-            for epoch in range(epochs):
+            for epoch in range(done, done + epochs):
                 snapshot = copy.deepcopy(module.state_dict())
                 try:
                     row = _training.train_epoch(
@@ -546,6 +632,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                         eps=attack.resolve_eps(eps) if attack is not None else 0.0,
                         attack_fraction=self.attack_fraction, clip=clip,
                         temperature=self.temperature, scheduler=sched, progress=bar)
+                    self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
                     warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
@@ -567,6 +654,16 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             if bar is not None:
                 bar.close()
         return False
+
+    def _check_finite(self, X_tr):
+        """The last step of an epoch is not followed by a loss: check weights, buffers and
+        a probe of scores so that a diverged epoch is never kept."""
+        bad = [k for k, v in self.module_.state_dict().items()
+               if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise _training.NonFiniteLossError(f"non-finite values in {bad[:3]} after the epoch")
+        if not np.isfinite(self._scores_tensor(X_tr[:256])).all():
+            raise _training.NonFiniteLossError("scores of training inputs became non-finite")
 
     def _checkpoint(self):
         from .persistence import save
@@ -644,8 +741,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if contamination is not None:
             if not (isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
                 raise ValueError(f"`contamination` must be in (0, 0.5], got {contamination!r}.")
-            self.contamination = contamination
         scores = self.validation_scores_ if X is None else self.score_samples(X)
+        if contamination is not None:  # only after X passed validation
+            self.contamination = contamination
         self.offset_ = float(np.quantile(scores, self.contamination))
         return self
 
@@ -720,6 +818,15 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         (images in [0, 1], channels-first).
         """
         Xt = self._check_X(X)
+        if epsilon is not None:
+            try:
+                e = np.asarray(epsilon, dtype=np.float64)
+            except (TypeError, ValueError):
+                e = np.array(np.nan)
+            if not (np.isfinite(e).all() and (e >= 0).all()):
+                raise ValueError(f"`epsilon` must be None or finite and >= 0, got {epsilon!r}.")
+        if direction not in (-1, 1):
+            raise ValueError(f"`direction` must be -1 (toward lower energy) or 1, got {direction!r}.")
         att = resolve_attack(attack)
         if att is None:
             return Xt.numpy()

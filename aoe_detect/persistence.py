@@ -89,7 +89,7 @@ def save(detector, path, _partial=False):
     payload = {
         "format": FORMAT,
         "version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "params": json.dumps(params),
         "params_not_saved": json.dumps(skipped),
         "fitted": json.dumps(fitted),

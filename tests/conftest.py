@@ -1,0 +1,23 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+# Keep the suite predictable on 2 cores shared by pytest and BLAS.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _no_gpu_required(request):
+    if request.node.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+
+@pytest.fixture(scope="session")
+def blobs():
+    """Two Gaussian blobs in 2-D (ID) with class labels: small, deterministic."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.normal(0, 1, (150, 2)) + [3, 0], rng.normal(0, 1, (150, 2)) - [3, 0]]
+    y = np.r_[np.zeros(150, int), np.ones(150, int)]
+    return X.astype(np.float64), y
