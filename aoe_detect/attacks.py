@@ -69,15 +69,36 @@ def _project(x_adv, x, eps, clip):
     return x_adv
 
 
-def _energy_grad_sign(model, x, temperature, autocast_dtype=None):
+#: Factor applied to the summed energy before the backward pass under float16 autocast, so
+#: the input gradient does not underflow to zero in half precision (only its sign is used,
+#: which scaling leaves unchanged). Samples whose gradient still comes out all-zero or
+#: non-finite are recomputed in float32.
+FP16_GRAD_SCALE = 2.0 ** 12
+
+
+def _energy_and_grad(model, x, temperature, autocast_dtype=None):
+    """Per-sample energies ``E(x)`` (float32, detached) and ``grad_x sum E(x)``."""
+    scale = FP16_GRAD_SCALE if autocast_dtype == torch.float16 else None
     with torch.enable_grad():  # also works when the caller is under torch.no_grad()
         x = x.detach().requires_grad_(True)
         with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = model(x)
         # sum of per-sample energies (float32): each sample's gradient is its own
-        e = energy(logits.float(), temperature).sum()
-        (grad,) = torch.autograd.grad(e, x)
-    return grad.sign()
+        e = energy(logits.float(), temperature)
+        total = e.sum()
+        (grad,) = torch.autograd.grad(total if scale is None else total * scale, x)
+    if scale is not None:
+        flat = grad.reshape(len(grad), -1)
+        bad = ~torch.isfinite(flat).all(1) | (flat == 0).all(1)
+        if bool(bad.any()):  # overflow or complete underflow: redo those samples in float32
+            _, exact = _energy_and_grad(model, x[bad].detach(), temperature, None)
+            grad = grad.clone()
+            grad[bad] = exact
+    return e.detach(), grad
+
+
+def _energy_grad_sign(model, x, temperature, autocast_dtype=None):
+    return _energy_and_grad(model, x, temperature, autocast_dtype)[1].sign()
 
 
 def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None,
@@ -107,9 +128,17 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
     generator : torch.Generator, optional
         For the random start (on CPU; the noise is moved to ``x``'s device).
     early_stop : float, optional
-        Stop once every sample's energy is below (direction -1) this value.
+        Per-sample early stop: a sample whose energy is at or below (direction -1; above
+        for +1) this value after a step stops moving, and the attack ends once every sample
+        has (always at least one step). Later steps run on the remaining samples only,
+        and the energies are those of the gradient's forward pass, so the check adds no
+        forward pass. With ``early_stop=m_in`` of the detector, outliers stop once they look
+        as in-distribution as the ID margin (see ``docs/scaling.md`` for the trade-off).
     autocast_dtype : torch.dtype, optional
-        Run the forward under autocast; the energy and its gradient sign use float32.
+        Run the forward under autocast; the energy is computed in float32 from the logits.
+        Under float16 the energy is scaled by :data:`FP16_GRAD_SCALE` before the backward
+        pass so the input gradient does not underflow (its sign is what matters), and
+        samples whose gradient is still all-zero or non-finite are recomputed in float32.
 
     Returns
     -------
@@ -128,15 +157,24 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
             x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clip)
         else:
             x_adv = x.clone()
-        for _ in range(steps):
-            x_adv = _project(x_adv + direction * step_size *
-                             _energy_grad_sign(model, x_adv, temperature, autocast_dtype),
-                             x, eps, clip)
-            if early_stop is not None:
-                with torch.no_grad():
-                    e = energy(model(x_adv).float(), temperature)
-                if bool(((e - early_stop) * -direction <= 0).all()):
-                    break
+        active = None  # rows still moving under early_stop (None: all)
+        for step in range(steps):
+            xa = x_adv if active is None else x_adv[active]
+            e, grad = _energy_and_grad(model, xa, temperature, autocast_dtype)
+            if early_stop is not None and step > 0:
+                # the energies of this forward decide: no extra forward pass per step
+                done = (e - early_stop) * -direction <= 0
+                if bool(done.any()):
+                    rows = torch.arange(len(x), device=x.device) if active is None else active
+                    active, xa, grad = rows[~done], xa[~done], grad[~done]
+                    if len(active) == 0:
+                        break
+            if active is None:
+                x_adv = _project(x_adv + direction * step_size * grad.sign(), x, eps, clip)
+            else:
+                x_adv = x_adv.clone()
+                x_adv[active] = _project(xa + direction * step_size * grad.sign(), x[active],
+                                         eps, clip)
     return x_adv.detach()
 
 
@@ -214,7 +252,9 @@ class PGD(_Attack):
         Default ``2.5 * eps / steps``.
     random_start : bool, default=True
     early_stop : float, optional
-        Stop once all energies are below this value.
+        Per-sample early stop: a sample stops moving once its energy is at or below this
+        value, and the attack ends when all have (see :func:`pgd`). Saves the later steps'
+        compute on the samples that are done.
     """
 
     def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None):

@@ -21,6 +21,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from . import _training
+from . import data as _data
+from . import distributed as _distributed
 from ._compat import HasMethods, Interval, StrOptions
 from ._validation import (check_input_range, check_inputs, check_more_inputs, is_int,
                           is_outlier_array, labels_from_y)
@@ -44,6 +46,9 @@ AUTO_IMAGE_EPS = 8.0 / 255.0
 AUTO_TABULAR_EPS = 0.1
 #: Pretraining epochs used by ``pretrain_epochs="auto"`` for a fresh (untrained) backbone.
 AUTO_PRETRAIN_EPOCHS = 10
+#: Arrays longer than this are validated, converted and scored in chunks of about this
+#: many rows, so scoring memory does not grow with the number of inputs.
+SCORE_CHUNK_ROWS = 8192
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -166,6 +171,32 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         instead of starting over.
     checkpoint_dir : str or None, default=None
         If set, the detector is saved there after every epoch (see :meth:`save`).
+    amp : False, "bf16", "fp16" or True, default=False
+        Mixed precision: the training forward, the attack's forward and scoring run under
+        ``torch.autocast`` with this dtype (``True``: bf16 where supported, else fp16);
+        energies and losses are computed in float32 from the logits; fp16 training uses a
+        gradient scaler and the attack scales its energy before the backward pass so the
+        input gradient does not underflow. See ``docs/scaling.md``.
+    compile : bool or dict, default=False
+        Run the training forward, the attack and scoring through ``torch.compile`` (a dict
+        is passed as its keyword arguments). ``module_`` stays the plain module.
+    channels_last : "auto" or bool, default="auto"
+        Use the channels-last memory format for image backbones and batches. ``"auto"``:
+        on CUDA only (where convolutions are faster with it).
+    num_workers : int, default=0
+        DataLoader worker processes that load Dataset inputs (``fit`` and scoring).
+    attack_refresh : int, default=1
+        Perturb a fresh outlier batch every ``attack_refresh`` steps and train on that
+        cached adversarial batch in between (1: every step, the paper). ``k`` cuts the
+        attack's cost to ``1/k`` at the price of outliers up to ``k - 1`` steps stale and
+        less diverse; ``docs/scaling.md`` has the measured trade-off.
+    distributed : "auto" or bool, default="auto"
+        Data-parallel training over a ``torch.distributed`` process group (launch with
+        ``torchrun``). ``"auto"``: when a group with several ranks is initialised or the
+        process was launched by torchrun with ``WORLD_SIZE > 1``; ``True``: required
+        (initialises the group from the torchrun environment if needed); ``False``: never.
+        ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
+        shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
 
     Attributes
     ----------
@@ -187,6 +218,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     input_shape_ : tuple
         Shape of one sample as used by the backbone (images are channels-first).
     device_ : torch.device
+    distributed_ : bool
+        Whether ``fit`` trained data-parallel over a process group.
     n_features_in_ : int
         Number of features (tabular) or channels (images).
 
@@ -235,6 +268,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
+        "amp": [StrOptions({"bf16", "fp16"}), "boolean"],
+        "compile": ["boolean", dict],
+        "channels_last": [StrOptions({"auto"}), "boolean"],
+        "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
+        "attack_refresh": [Interval(numbers.Integral, 1, None, closed="left")],
+        "distributed": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -242,7 +281,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  batch_size=128, outlier_batch_size=None, lr=1e-3, optimizer="adam", lam="auto",
                  m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
-                 verbose=0, warm_start=False, checkpoint_dir=None):
+                 verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
+                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto"):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -267,6 +307,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir
+        self.amp = amp
+        self.compile = compile
+        self.channels_last = channels_last
+        self.num_workers = num_workers
+        self.attack_refresh = attack_refresh
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, X_outliers=None):
@@ -285,12 +331,23 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ``fit`` serve as targets, so its classes are kept. Outlier arrays given here replace
         the ``outliers`` source.
 
+        ``X``, the outliers (``X_outliers`` or the label-free second argument) and the
+        ``outliers`` parameter may also be map-style ``torch.utils.data.Dataset`` objects
+        yielding ``x`` or ``(x, y)``: they are streamed through DataLoaders
+        (``num_workers``), so they need not fit in memory. Their first items are validated
+        up front and every batch is checked for NaN/inf and the input range while loading;
+        the input standardisation, ``epsilon="auto"``, the automatic margins and the
+        outlier source are fitted on a random subset of at most
+        :data:`aoe_detect.data.MAX_FIT_SUBSET` training rows (all rows, in order, when
+        there are fewer, which makes a Dataset fit match the equivalent array fit). Labels
+        come from the items, a ``targets`` attribute (torchvision) or ``y``.
+
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n, d), (n, h, w) or (n, c, h, w)
+        X : array-like, torch.Tensor of shape (n, d), (n, h, w) or (n, c, h, w), or Dataset
             In-distribution inputs; uint8 images are scaled to [0, 1].
-        y : array-like of shape (n,) or outlier array, optional
-        X_outliers : array-like of shape (m, *sample_shape), optional
+        y : array-like of shape (n,), outlier array or outlier Dataset, optional
+        X_outliers : array-like of shape (m, *sample_shape) or Dataset, optional
 
         Returns
         -------
@@ -303,6 +360,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             data = self._prepare_fit_data(X, y, X_outliers)
             seed = _seed_from(self.random_state)
             device = _resolve_device(self.device)
+            self.distributed_ = _distributed.resolve(self.distributed, self.device)
+            if self.distributed_:  # same seed on every rank; each rank on its own GPU
+                seed = _distributed.broadcast_seed(seed)
+                device = _distributed.rank_device(device)
             cuda_devices = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda_devices):
                 torch.manual_seed(seed)
@@ -340,6 +401,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
     def _prepare_fit_data(self, X, y, X_outliers):
         """Validate all data once; return a dict of float32 tensors and label info."""
+        if _data.any_dataset(X, y, X_outliers):
+            return _data.prepare_fit(self, X, y, X_outliers)
         Xc, _ = check_inputs(self, X, reset=True, min_samples=2)
         shape = tuple(Xc.shape[1:])
         input_range = self._resolve_input_range(shape)
@@ -397,13 +460,20 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             n_val = min(max(n_val, 1), n - 2)
         perm = rng.permutation(n)
         val_idx, tr_idx = perm[:n_val], perm[n_val:]
-        X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
-        X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
+        if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
+            train_X = X.view(tr_idx)
+            X_val = X.view(val_idx) if n_val else train_X
+            X_tr = train_X.fit_subset(rng, num_workers=self.num_workers)
+        else:
+            X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
+            X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
+            train_X = X_tr
 
         if self.warm_start and not hasattr(self, "module_"):
             self._resume_from_checkpoint(labels, tr_idx, device)
         resuming = self.warm_start and hasattr(self, "module_")
-        module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming)
+        module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming,
+                                                               X_all=train_X)
         module = module.to(device)
         self.module_ = module
         self.epsilon_ = self._resolve_epsilon(X_tr, shape)
@@ -433,20 +503,30 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
-        stopped = self._run_stage("pretrain", pre, X_tr, y_tr, CrossEntropyOnly(), None, None,
+        stopped = self._run_stage("pretrain", pre, train_X, y_tr, CrossEntropyOnly(), None, None,
                                   gen, device)
         if not stopped:
             self._set_margins(X_tr, device)
             loss_fn = (CrossEntropyOnly() if source is None else
                        EnergyMarginLoss(self.lam_, self.m_in_, self.m_out_, self.temperature)
                        if self.loss == "energy" else SoftmaxOELoss(self.lam_))
-            self._run_stage("finetune", n_ft, X_tr, y_tr, loss_fn, source, attack, gen, device)
+            self._run_stage("finetune", n_ft, train_X, y_tr, loss_fn, source, attack, gen, device)
         else:
             self._set_margins(X_tr, device)
         self.module_.eval()
-        self.validation_scores_ = self._scores_tensor(X_val)
+        self.validation_scores_ = self._validation_scores(X_val)
         self.offset_ = float(np.quantile(self.validation_scores_, self.contamination))
         return self
+
+    def _validation_scores(self, X_val):
+        """Scores of the held-out rows; under DDP each rank scores its share and all ranks
+        gather all of them (so ``offset_`` is the same everywhere)."""
+        if not self.distributed_:
+            return self._scores_tensor(X_val)
+        rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
+        part = (X_val.view(rows) if isinstance(X_val, _data.DatasetView)
+                else X_val[torch.from_numpy(rows)])
+        return _distributed.gather_rows(self._scores_tensor(part), len(X_val))
 
     def _resume_from_checkpoint(self, labels, tr_idx, device):
         """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
@@ -478,8 +558,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             if hasattr(ckpt, name):
                 setattr(self, name, getattr(ckpt, name))
 
-    def _build_module(self, X_tr, labels, tr_idx, resuming):
-        """Return ``(module, n_classes, targets for X_tr or None, fresh)``."""
+    def _build_module(self, X_tr, labels, tr_idx, resuming, X_all=None):
+        """Return ``(module, n_classes, targets for X_tr or None, fresh)``.
+
+        ``X_all``: all training rows (a Dataset view) when ``X_tr`` is only a subset."""
         bb = self.backbone
         lab_tr = None if labels is None else labels[tr_idx]
         if resuming:
@@ -526,7 +608,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 targets = lab_tr
         elif not fresh and k > 1:
             # pretrained module without labels: its own predictions keep its classes
-            logits = _training.batched_outputs(module, X_tr, lambda t: t.argmax(1),
+            logits = _training.batched_outputs(module, self._batches(X_tr if X_all is None else X_all),
+                                               lambda t: t.argmax(1),
                                                batch_size=self._infer_batch(),
                                                device=next(module.parameters()).device)
             targets = logits.numpy()
@@ -572,7 +655,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
                               "outlier exposure; they are ignored.", UserWarning)
                 return None
-            source = ArrayOutliers(data["outliers"])
+            source = _data.outlier_source(data["outliers"], self.num_workers)
+        elif _data.is_dataset(self.outliers):
+            source = _data.outlier_source(self.outliers, self.num_workers, self.input_range_)
         else:
             source = resolve_outliers(self.outliers, shape)
         if source is None:
@@ -610,16 +695,26 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             opt = torch.optim.Adam(params, lr=self.lr)
         else:
             opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
-        steps_per_epoch = len(_training.index_batches(len(X_tr), self.batch_size, torch.Generator()))
+        world = _distributed.world_size() if self.distributed_ else 1
+        steps_per_epoch = _training.steps_per_epoch(len(X_tr), self.batch_size, world)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
         bar = None
-        if self.verbose:
+        if self.verbose and _distributed.is_main_process():
             from tqdm.auto import tqdm
             bar = tqdm(total=epochs * steps_per_epoch, desc=stage, leave=False)
         clip = self.input_range_
         eps = self.epsilon_
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(device)
+        # DDP/compile wrappers, autocast, grad scaler, outlier feed, batch provider
+        stage_kw = _training.stage_options(
+            module, device=device, X=X_tr, y=y_tr, batch_size=self.batch_size, generator=gen,
+            source=source, attack=attack,
+            eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+            attack_fraction=self.attack_fraction, clip=clip, temperature=self.temperature,
+            outlier_batch_size=self.outlier_batch_size, amp=self.amp, compile=self.compile,
+            channels_last=self._channels_last(device), attack_refresh=self.attack_refresh,
+            ddp=self.distributed_, num_workers=self.num_workers)
         done = sum(r["stage"] == stage for r in self.history_)  # warm start: keep counting
         try:
             for epoch in range(done, done + epochs):
@@ -631,7 +726,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                         outlier_batch_size=self.outlier_batch_size, attack=attack,
                         eps=attack.resolve_eps(eps) if attack is not None else 0.0,
                         attack_fraction=self.attack_fraction, clip=clip,
-                        temperature=self.temperature, scheduler=sched, progress=bar)
+                        temperature=self.temperature, scheduler=sched, progress=bar, **stage_kw)
                     self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
@@ -648,11 +743,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 self.history_.append(row)
                 if bar is not None:
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ce", "energy_in", "energy_out")})
-                if self.checkpoint_dir is not None:
+                if self.checkpoint_dir is not None and _distributed.is_main_process():
                     self._checkpoint()
         finally:
             if bar is not None:
                 bar.close()
+            if self.distributed_:  # BatchNorm statistics differ per rank: take rank 0's
+                _distributed.broadcast_module(module)
         return False
 
     def _check_finite(self, X_tr):
@@ -678,11 +775,49 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         return max(int(self.batch_size), 256)
 
     def _scores_tensor(self, X):
-        """``-E(x)`` for a float32 tensor ``X`` as float64 numpy."""
-        out = _training.batched_outputs(
-            self.module_, X, lambda logits: -energy(logits, self.temperature),
-            batch_size=self._infer_batch(), device=self.device_)
-        return out.numpy().astype(np.float64)
+        """``-E(x)`` for a float32 tensor or Dataset view ``X`` as float64 numpy."""
+        return self._apply(X, lambda logits: -energy(logits, self.temperature), np.float64)
+
+    def _channels_last(self, device):
+        cl = getattr(self, "channels_last", "auto")
+        if len(self.input_shape_) != 3:
+            return False
+        return device.type == "cuda" if cl == "auto" else bool(cl)
+
+    def _batches(self, X):
+        """A float32 tensor as is; a Dataset view as an in-order DataLoader."""
+        if not isinstance(X, _data.DatasetView):
+            return X
+        return _data.make_loader(X, _data._ChunkSampler(len(X), self._infer_batch()),
+                                 getattr(self, "num_workers", 0),
+                                 pin_memory=self.device_.type == "cuda")
+
+    def _apply(self, X, fn, dtype, tail=()):
+        """``fn(logits)`` of every row of ``X`` (tensor or Dataset view), written batch by
+        batch into a preallocated ``(n, *tail)`` array of ``dtype``."""
+        dev = self.device_
+        return _training.batched_outputs(
+            _training.compiled(self.module_, getattr(self, "compile", False)), self._batches(X),
+            fn, batch_size=self._infer_batch(), device=dev,
+            autocast_dtype=_training.amp_dtype(getattr(self, "amp", False), dev),
+            out=np.empty((len(X), *tail), dtype=dtype), channels_last=self._channels_last(dev))
+
+    def _predict_rows(self, X, fn, dtype, tail=()):
+        """Validate ``X`` and apply ``fn(logits)``: Datasets are streamed, large arrays are
+        validated and converted chunk by chunk, so memory does not grow with ``len(X)``
+        beyond the output (chunks are whole scoring batches: results are identical)."""
+        check_is_fitted(self, "offset_")
+        if _data.is_dataset(X):
+            view = _data.scoring_view(X, self.input_shape_, self.input_range_)
+            return self._apply(view, fn, dtype, tail)
+        step = self._infer_batch() * max(1, SCORE_CHUNK_ROWS // self._infer_batch())
+        if isinstance(X, (np.ndarray, torch.Tensor)) and X.ndim >= 2 and len(X) > step:
+            out = np.empty((len(X), *tail), dtype=dtype)
+            for start in range(0, len(X), step):
+                out[start:start + step] = self._apply(self._check_X(X[start:start + step]), fn,
+                                                      dtype, tail)
+            return out
+        return self._apply(self._check_X(X), fn, dtype, tail)
 
     def _check_X(self, X):
         check_is_fitted(self, "offset_")
@@ -695,14 +830,17 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n, *sample_shape)
+        X : array-like or torch.Tensor of shape (n, *sample_shape), or Dataset
+            A map-style ``torch.utils.data.Dataset`` yielding ``x`` or ``(x, y)`` is
+            streamed through a DataLoader (``num_workers``); memory stays flat as ``n``
+            grows.
 
         Returns
         -------
         scores : ndarray of shape (n,), float64
             Higher means more in-distribution.
         """
-        return self._scores_tensor(self._check_X(X))
+        return self._predict_rows(X, lambda logits: -energy(logits, self.temperature), np.float64)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for OOD, non-negative for in-distribution.
@@ -761,10 +899,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ndarray of shape (n, n_classes), float64; columns follow ``classes_``.
         """
         self._require_classes()
-        out = _training.batched_outputs(self.module_, self._check_X(X),
-                                        lambda logits: torch.softmax(logits, 1),
-                                        batch_size=self._infer_batch(), device=self.device_)
-        return out.numpy().astype(np.float64)
+        return self._predict_rows(X, lambda logits: torch.softmax(logits, 1), np.float64,
+                                  (len(self.classes_),))
 
     def predict_class(self, X):
         """In-distribution class label of each input (``classes_[argmax logits]``).
@@ -774,9 +910,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ndarray of shape (n,)
         """
         self._require_classes()
-        idx = _training.batched_outputs(self.module_, self._check_X(X), lambda t: t.argmax(1),
-                                        batch_size=self._infer_batch(), device=self.device_)
-        return self.classes_[idx.numpy()]
+        return self.classes_[self._predict_rows(X, lambda t: t.argmax(1), np.int64)]
 
     def score(self, X, y):
         """AUROC of :meth:`score_samples` with in-distribution as the positive class.
@@ -846,10 +980,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     def save(self, path):
         """Save to ``path`` in a safe format (tensors + JSON config; no pickled code).
 
-        See :func:`aoe_detect.persistence.save`.
+        See :func:`aoe_detect.persistence.save`. After a distributed ``fit`` only rank 0
+        writes (the other ranks return ``path`` without writing).
         """
         from .persistence import save
 
+        if getattr(self, "distributed_", False) and not _distributed.is_main_process():
+            return os.fspath(path)
         return save(self, path)
 
     @classmethod

@@ -523,3 +523,54 @@ def resolve_outliers(outliers, sample_shape):
         f"`outliers` must be None, a name in {sorted(['default', *OUTLIER_SOURCES])}, an array "
         f"or an object with `sample(n, generator)`, got {type(outliers).__name__}."
     )
+
+
+class DatasetOutliers(OutlierSource):
+    """Outliers from a map-style ``torch.utils.data.Dataset`` (items ``x`` or ``(x, y)``;
+    labels are ignored; uint8 samples are scaled to [0, 1]).
+
+    :meth:`sample` draws items uniformly with replacement. Inside
+    :meth:`AOEDetector.fit <aoe_detect.AOEDetector.fit>` the items are streamed instead
+    (:meth:`stream`): shuffled passes over the dataset, loaded by ``num_workers``
+    DataLoader workers and sharded across processes under ``torch.distributed``, so the
+    outlier set never has to fit in memory. Loading lives in :mod:`aoe_detect.data`.
+
+    Parameters
+    ----------
+    dataset : torch.utils.data.Dataset
+        Map-style (``__getitem__`` and ``__len__``).
+    num_workers : int, default=0
+        DataLoader worker processes for :meth:`stream`.
+    input_range : (float, float) or None, default=None
+        Valid input range; items outside it are an error (the detector passes its own).
+    """
+
+    def __init__(self, dataset=None, num_workers=0, input_range=None):
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.input_range = input_range
+
+    def fit(self, X=None, generator=None):
+        from .data import DatasetView, inspect_dataset
+
+        shape = None if X is None else tuple(X.shape[1:])
+        info = inspect_dataset(self.dataset, "X_outliers", sample_shape=shape)
+        self.view_ = DatasetView(self.dataset, info, name="X_outliers", input_range=self.input_range)
+        self.sample_shape_ = tuple(info.shape)
+        return self
+
+    def sample(self, n, generator):
+        from .data import _Rows
+
+        rows = _Rows(self.view_)
+        idx = torch.randint(0, len(rows), (n,), generator=generator).tolist()
+        x, _ = self.view_.collate()([rows[i] for i in idx])
+        return x
+
+    def stream(self, m, seed, rank=0, world=1, pin_memory=False):
+        """Endless iterator of this rank's outlier batches (``m`` rows each, CPU float32)."""
+        from .data import OutlierBatchSampler, make_loader
+
+        sampler = OutlierBatchSampler(len(self.view_), m, seed, rank, world)
+        loader = make_loader(self.view_, sampler, self.num_workers, pin_memory, seed=seed)
+        return (x for x, _ in loader)

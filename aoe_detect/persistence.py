@@ -13,6 +13,7 @@ pickles you trust.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -98,6 +99,7 @@ def save(detector, path, _partial=False):
         "validation_scores": torch.as_tensor(
             np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
     }
+    payload["sha256"] = _digest(payload)
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".aoe-", suffix=".tmp")
@@ -109,6 +111,34 @@ def save(detector, path, _partial=False):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _digest(payload):
+    """SHA-256 of every field and tensor byte: zip archives do not check their CRCs on read,
+    so a flipped byte in the weights would otherwise load silently."""
+    h = hashlib.sha256()
+
+    def add(key, v):
+        h.update(key.encode())
+        if isinstance(v, torch.Tensor):
+            t = v.detach().cpu()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            try:
+                h.update(t.numpy().tobytes())
+            except TypeError:  # bfloat16 and other dtypes numpy lacks: float32 is exact
+                h.update(t.float().numpy().tobytes())
+        else:
+            h.update(repr(v).encode())
+
+    for k in sorted(payload):
+        if k == "sha256":
+            continue
+        if isinstance(payload[k], dict):
+            for name in sorted(payload[k]):
+                add(f"{k}.{name}", payload[k][name])
+        else:
+            add(k, payload[k])
+    return h.hexdigest()
 
 
 def _n_logits(module, state):
@@ -154,10 +184,29 @@ def load(path, module=None, device="auto"):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, zip errors
+        if "Weights only load failed" in str(exc):
+            # keep torch's diagnosis ("unsupported GLOBAL ...") but not its advice to retry
+            # with weights_only=False
+            detail = " ".join(ln for ln in str(exc).splitlines() if "GLOBAL" in ln
+                              or "Unsupported" in ln)
+            if "GLOBAL" in detail:
+                raise ValueError(f"{path!r} holds objects other than tensors and plain data, so it "
+                                 "was not written by AOEDetector.save and may be malicious; it was "
+                                 f"refused without running any of its code. {detail}") from None
+            raise ValueError(f"{path!r} is not a readable aoe-detect file (truncated, corrupted, or "
+                             "not written by AOEDetector.save); none of its code was run. "
+                             f"{detail}") from None
         raise ValueError(f"{path!r} is not a readable aoe-detect file (truncated, corrupted, or "
                          f"not written by AOEDetector.save): {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} expected).")
+    if "sha256" in payload:  # files written before the checksum was added have none
+        try:
+            ok = payload["sha256"] == _digest(payload)
+        except Exception:  # e.g. a field of an unexpected type
+            ok = False
+        if not ok:
+            raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
     if payload.get("version") != __version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
@@ -167,13 +216,15 @@ def load(path, module=None, device="auto"):
         fitted = json.loads(payload["fitted"])
         spec = json.loads(payload["backbone"])
         state = payload["state_dict"]
+        shape = tuple(fitted["input_shape_"])
+        if not isinstance(state, dict) or not isinstance(payload["validation_scores"], torch.Tensor):
+            raise TypeError("unexpected field types")
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"{path!r} is corrupted: {exc}") from None
+        raise ValueError(f"{path!r} is corrupted: {type(exc).__name__}: {exc}") from None
     det = AOEDetector(**{k: v for k, v in params.items() if k in AOEDetector().get_params()})
     if skipped:
         warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
                       "set them again before refitting.", UserWarning)
-    shape = tuple(fitted["input_shape_"])
     if spec["kind"] == "builtin":
         if module is not None:
             net = copy.deepcopy(module)
