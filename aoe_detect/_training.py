@@ -147,7 +147,9 @@ def stage_options(module, *, device, X, y, batch_size, generator, source=None, a
     :class:`~aoe_detect.data.DatasetView` with targets aligned to its rows. ``ddp`` wraps
     the forward module in ``DistributedDataParallel`` (the process group must be
     initialised); the attack always runs on the plain module (an input gradient needs no
-    gradient synchronisation). Draws from ``generator`` only when a DataLoader is involved.
+    gradient synchronisation). DataLoader seeds derive from ``generator.initial_seed()``
+    without drawing from it, so streaming a Dataset consumes the same random numbers as
+    training on the equivalent tensor.
     """
     from . import distributed
 
@@ -164,7 +166,7 @@ def stage_options(module, *, device, X, y, batch_size, generator, source=None, a
     if source is not None:
         stream = None
         if hasattr(source, "stream"):
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            seed = (generator.initial_seed() + 2) % (2**31 - 1)
             m = outlier_batch_size or batch_size
             stream = source.stream(len(range(rank, m, world)), seed, rank, world, pin_memory=cuda)
         feed = OutlierFeed(source, attack=attack, eps=eps, attack_fraction=attack_fraction,
@@ -172,10 +174,8 @@ def stage_options(module, *, device, X, y, batch_size, generator, source=None, a
                            refresh=attack_refresh, rank=rank, world=world, stream=stream)
     batches = None
     if world > 1 or not isinstance(X, torch.Tensor):
-        seed = 0 if isinstance(X, torch.Tensor) else int(
-            torch.randint(0, 2**31 - 1, (1,), generator=generator))
         batches = TrainBatches(X, y, batch_size, rank, world, num_workers, pin_memory=cuda,
-                               seed=seed)
+                               seed=(generator.initial_seed() + 1) % (2**31 - 1))
     return {"forward_model": forward_model, "attack_model": attack_model,
             "autocast_dtype": dtype, "scaler": scaler, "feed": feed, "batches": batches,
             "channels_last": bool(channels_last), "world": world,

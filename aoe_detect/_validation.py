@@ -15,11 +15,17 @@ __all__ = ["to_numpy", "check_inputs", "check_more_inputs", "split_y", "check_in
 def to_numpy(a, name):
     """Torch tensors -> numpy (on CPU); everything else via ``np.asarray`` later."""
     if isinstance(a, torch.Tensor):
+        if a.layout != torch.strided:
+            raise TypeError(f"`{name}` is a sparse tensor; sparse input is not supported, pass a "
+                            "dense tensor (X.to_dense()).")
         return a.detach().cpu().numpy()
     return a
 
 
 def _reject_bad_dtype(a, name):
+    if getattr(a, "format", None) in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil"):
+        raise TypeError(f"`{name}` is a sparse matrix; sparse input is not supported, pass a "
+                        "dense array (X.toarray()).")
     arr = np.asarray(a) if not hasattr(a, "dtype") else a
     kind = getattr(getattr(arr, "dtype", None), "kind", None)
     if kind == "c":
@@ -30,9 +36,9 @@ def _reject_bad_dtype(a, name):
     if kind == "O":
         try:
             np.asarray(arr, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"`{name}` has dtype object with non-numeric values ({exc}); numeric "
-                             "data is expected.") from None
+        except (TypeError, ValueError) as exc:  # keep the type: sklearn expects TypeError
+            raise type(exc)(f"`{name}` has dtype object with non-numeric values ({exc}); "
+                            "numeric data is expected.") from None
     return arr
 
 

@@ -71,9 +71,12 @@ def _project(x_adv, x, eps, clip):
 
 #: Factor applied to the summed energy before the backward pass under float16 autocast, so
 #: the input gradient does not underflow to zero in half precision (only its sign is used,
-#: which scaling leaves unchanged). Samples whose gradient still comes out all-zero or
-#: non-finite are recomputed in float32.
+#: which scaling leaves unchanged).
 FP16_GRAD_SCALE = 2.0 ** 12
+#: Under float16, samples whose scaled input gradient has no component of at least this
+#: size (so that components ~2^-14 times smaller would have underflowed), or a non-finite
+#: one, are recomputed in float32.
+FP16_MIN_GRAD = 2.0 ** -10
 
 
 def _energy_and_grad(model, x, temperature, autocast_dtype=None):
@@ -89,8 +92,8 @@ def _energy_and_grad(model, x, temperature, autocast_dtype=None):
         (grad,) = torch.autograd.grad(total if scale is None else total * scale, x)
     if scale is not None:
         flat = grad.reshape(len(grad), -1)
-        bad = ~torch.isfinite(flat).all(1) | (flat == 0).all(1)
-        if bool(bad.any()):  # overflow or complete underflow: redo those samples in float32
+        bad = ~torch.isfinite(flat).all(1) | (flat.abs().amax(1) < FP16_MIN_GRAD)
+        if bool(bad.any()):  # overflow or (partial) underflow: redo those samples in float32
             _, exact = _energy_and_grad(model, x[bad].detach(), temperature, None)
             grad = grad.clone()
             grad[bad] = exact
@@ -138,7 +141,8 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
         Run the forward under autocast; the energy is computed in float32 from the logits.
         Under float16 the energy is scaled by :data:`FP16_GRAD_SCALE` before the backward
         pass so the input gradient does not underflow (its sign is what matters), and
-        samples whose gradient is still all-zero or non-finite are recomputed in float32.
+        samples whose gradient is still tiny (below :data:`FP16_MIN_GRAD`) or non-finite
+        are recomputed in float32.
 
     Returns
     -------

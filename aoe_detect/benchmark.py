@@ -606,7 +606,8 @@ def _convergence_chain(p, seed, verbose, module, pre, data, pool, method):
     """AUROC and loss parts versus iterations: fine-tuning in chunks with ``warm_start``.
 
     The ID training data is split into ``conv_chunks`` chunks per epoch; each chunk is one
-    ``fit`` call (``epochs=1``, ``warm_start=True``) continuing the same module, so the
+    ``fit`` call with ``warm_start=True`` that adds one epoch over the chunk (``epochs`` is a
+    running total under warm start) and continues the same module, so the
     learning rate follows a cosine per chunk (warm restarts). Margins are fixed after the
     first chunk. Evaluated (AUROC averaged over the OOD sets, on ``conv_eval_n`` images per
     set) before training and after every chunk.
@@ -634,7 +635,9 @@ def _convergence_chain(p, seed, verbose, module, pre, data, pool, method):
     for ep in range(p.epochs):
         chunks = np.array_split(rng.permutation(n), p.conv_chunks)
         for c, idx in enumerate(chunks):
-            det.set_params(random_state=seed * 1000 + ep * p.conv_chunks + c)
+            # warm_start counts epochs as totals: one more "epoch" (= this chunk) per call
+            k = ep * p.conv_chunks + c
+            det.set_params(random_state=seed * 1000 + k, epochs=k + 1)
             det.fit(data["X_train"][idx], data["y_train"][idx], X_outliers=pool)
             if ep == 0 and c == 0:
                 det.set_params(m_in=float(det.m_in_), m_out=float(det.m_out_))
@@ -717,9 +720,10 @@ def _crosscheck(det, data, pool, n_loss=256):
         theirs = EnergyRegularizedLoss(alpha=det.lam_, margin_in=m_in, margin_out=m_out)(lt, target)
         (g_theirs,) = torch.autograd.grad(theirs, lt)
         gdiff = float((torch.cat(g_ours) - g_theirs).abs().max())
+        ours, theirs = float(ours.detach()), float(theirs.detach())
         loss_rows.append({"m_in": float(m_in), "m_out": float(m_out), "lam": float(det.lam_),
-                          "ours": float(ours), "pytorch_ood": float(theirs),
-                          "abs_diff": abs(float(ours) - float(theirs)), "grad_max_abs_diff": gdiff,
+                          "ours": ours, "pytorch_ood": theirs,
+                          "abs_diff": abs(ours - theirs), "grad_max_abs_diff": gdiff,
                           "energy_in_part": float(parts["energy_in"]),
                           "energy_out_part": float(parts["energy_out"])})
     tol = 1e-5
@@ -1171,7 +1175,7 @@ def render_markdown(results, plots=None):
     if "4" in items:
         L += ["## 4. Convergence", "",
               f"Fine-tuning split into {prof['conv_chunks']} chunks per epoch, each a "
-              "`fit(..., warm_start=True, epochs=1)` call on the same module (so the "
+              "`fit(chunk, warm_start=True)` call adding one pass over the chunk to the same module (so the "
               "learning rate restarts its cosine per chunk, unlike the single-call runs above), "
               f"margins fixed after the first chunk; avg AUROC on the first {prof['conv_eval_n']} "
               "images of each set after every chunk; loss parts are the chunk's means "

@@ -404,15 +404,17 @@ class OutlierBatchSampler(Sampler):
                 buf = buf[self.m:]
 
 
-def make_loader(view, batch_sampler, num_workers=0, pin_memory=False, targets=None, seed=0):
+def make_loader(view, batch_sampler, num_workers=0, pin_memory=False, targets=None, seed=0,
+                persistent=False):
     """A DataLoader over ``view`` yielding ``(x, y)`` float32/int64 CPU batches.
 
     Worker seeds come from a generator seeded with ``seed`` (the global RNG is not used).
+    ``persistent`` keeps the workers alive between epochs.
     """
     return DataLoader(_Rows(view, targets), batch_sampler=batch_sampler, num_workers=num_workers,
                       collate_fn=view.collate(), pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(int(seed)),
-                      persistent_workers=False)
+                      persistent_workers=bool(persistent and num_workers > 0))
 
 
 class TrainBatches:
@@ -428,6 +430,7 @@ class TrainBatches:
         self.X, self.y, self.batch_size = X, y, batch_size
         self.rank, self.world = rank, world
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self._loader, self._sampler = None, None
 
     def __len__(self):
         from ._training import steps_per_epoch
@@ -442,11 +445,14 @@ class TrainBatches:
                 idx = b[self.rank::self.world]
                 yield self.X[idx], (None if self.y is None else self.y[idx]), len(b)
             return
-        sampler = GlobalBatchSampler(len(self.X), self.batch_size, generator, self.rank, self.world)
-        targets = None if self.y is None else np.asarray(self.y)
-        loader = make_loader(self.X, sampler, self.num_workers, self.pin_memory, targets,
-                             seed=self.seed)
-        for x, y in loader:
+        if self._loader is None:  # one loader per stage: workers persist across epochs
+            self._sampler = GlobalBatchSampler(len(self.X), self.batch_size, generator,
+                                               self.rank, self.world)
+            targets = None if self.y is None else np.asarray(self.y)
+            self._loader = make_loader(self.X, self._sampler, self.num_workers, self.pin_memory,
+                                       targets, seed=self.seed, persistent=True)
+        self._sampler.generator = generator
+        for x, y in self._loader:
             n_local = len(x)
             # global batch size: this rank holds rows rank, rank + world, ... of it
             yield x, y, _global_len(n_local, self.rank, self.world, self.batch_size)
