@@ -136,7 +136,7 @@ def build_parser():
     d.add_argument("--no-plot", action="store_true", help="do not write the plot")
     d.add_argument("--epochs", type=_positive_int, default=3,
                    help="fine-tuning epochs per method (default: %(default)s)")
-    d.add_argument("--pretrain-epochs", type=_positive_int, default=5,
+    d.add_argument("--pretrain-epochs", type=_positive_int, default=10,
                    help="cross-entropy pretraining epochs (default: %(default)s)")
     d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
     _common_runtime(d)
@@ -150,9 +150,18 @@ def build_parser():
                            "minutes on 2 CPU cores); 'full' needs Fashion-MNIST and MNIST "
                            "(found by aoe_detect.datasets; see --data-root) and takes about an "
                            "hour. See docs/benchmarks.md."))
-    b.add_argument("--profile", choices=("quick", "full"), required=True, help="run size")
+    b.add_argument("--profile", choices=("quick", "full"), default=None,
+                   help="run size (required unless --report-only)")
+    b.add_argument("--report-only", default=None, metavar="JSON",
+                   help="do not train: recompute the verdicts and rewrite the report and plots "
+                        "of a previous run from its paper_<profile>.json")
     b.add_argument("--data-root", default=None,
-                   help="folder searched first for Fashion-MNIST/MNIST (full profile)")
+                   help="folder searched first for Fashion-MNIST/MNIST (full profile); MNIST "
+                        "in DIR/mnist, Fashion-MNIST in DIR/fashion-mnist")
+    b.add_argument("--data", default=None, metavar="NPZ",
+                   help="run the study on your own images: an .npz with X_train, y_train, "
+                        "X_test, y_test, ood_<name>... and optionally real_outliers (see "
+                        "docs/benchmarks.md); the profile then sets training sizes only")
     b.add_argument("--out", default=None,
                    help="output folder (default: benchmarks/results if it exists, else "
                         "aoe-benchmark-results)")
@@ -294,6 +303,16 @@ def _cmd_demo(args):
 def _cmd_benchmark(args, argv):
     from . import benchmark as B
 
+    if args.report_only is not None:
+        if not os.path.isfile(args.report_only):
+            raise CLIError(f"--report-only file not found: {args.report_only}")
+        paths = B.rerender(args.report_only, plots=not args.no_plots)
+        print(f"report rewritten: {paths['markdown']}")
+        if paths["plot_error"]:
+            sys.stderr.write(f"{PROG}: note: plots skipped: {paths['plot_error']}\n")
+        return 0
+    if args.profile is None:
+        raise CLIError("the following arguments are required: --profile (quick or full)")
     overrides = dict(args.overrides)
     if args.seeds is not None:
         overrides["seeds"] = args.seeds
@@ -310,7 +329,12 @@ def _cmd_benchmark(args, argv):
     cache = None if args.cache_dir in (None, "none", "") else os.path.expanduser(args.cache_dir)
     command = shlex.join([PROG, *argv])
     log = None if args.quiet else _log
-    results = B.run_benchmark(profile, data_root=args.data_root, log=log, verbose=0,
+    data = None
+    if args.data is not None:
+        if os.path.splitext(args.data)[1].lower() != ".npz":
+            raise CLIError(f"--data must be an .npz file, got {args.data!r}")
+        data = B.load_user_data(args.data)
+    results = B.run_benchmark(profile, data_root=args.data_root, data=data, log=log, verbose=0,
                               cache_dir=cache, command=command)
     paths = B.write_results(results, out, plots=not args.no_plots)
     for c in results["conclusions"]:

@@ -452,18 +452,11 @@ class TrainBatches:
             self._loader = make_loader(self.X, self._sampler, self.num_workers, self.pin_memory,
                                        targets, seed=self.seed, persistent=True)
         self._sampler.generator = generator
-        for x, y in self._loader:
-            n_local = len(x)
-            # global batch size: this rank holds rows rank, rank + world, ... of it
-            yield x, y, _global_len(n_local, self.rank, self.world, self.batch_size)
-
-
-def _global_len(n_local, rank, world, batch_size):
-    if world == 1:
-        return n_local
-    # the largest g with len(range(rank, g, world)) == n_local, capped at batch_size; the
-    # exact value only matters for the default outlier batch size (= the global ID batch)
-    return min(batch_size, n_local * world)
+        # global batch sizes (the same on every rank): full batches, then the kept rest
+        n, b = len(self.X), self.batch_size
+        sizes = [b] * (n // b) + [n % b] * (len(self) - n // b)
+        for step, (x, y) in enumerate(self._loader):
+            yield x, y, sizes[step]
 
 
 def to_device(x, device, channels_last=False):

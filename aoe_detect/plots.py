@@ -23,7 +23,7 @@ _INSTALL = "pip install 'aoe-detect[plot]'"
 def require_matplotlib():
     """Return ``matplotlib.figure.Figure`` or raise ImportError naming the install command."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(f"plots need matplotlib, which is not installed ({exc}); install it "

@@ -22,7 +22,7 @@ warnings.simplefilter("ignore")
 from aoe_detect import AOEDetector  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_distributed import CONFIG, make_data  # noqa: E402
+from test_distributed import CONFIG, make_data  # noqa: E402  (test module: data + config)
 
 
 class Rows(Dataset):
@@ -45,12 +45,17 @@ def main(out):
     saved = det.save(os.path.join(out, f"saved_by_rank{rank}.aoe"))
     # Datasets under DDP: ID rows through the sharded DataLoader path
     det_ds = AOEDetector(**{**CONFIG, "epochs": 1, "pretrain_epochs": 1}).fit(Rows(X, y))
+    # an outlier Dataset under DDP: each rank streams its DistributedSampler share
+    det_out = AOEDetector(**{**CONFIG, "epochs": 1, "pretrain_epochs": 0}).fit(
+        X, y, X_outliers=Rows(X_test, np.zeros(len(X_test), int)))
     np.savez(os.path.join(out, f"rank{rank}.npz"),
              scores=det.score_samples(X_test), offset=det.offset_,
              validation_scores=det.validation_scores_, m_in=det.m_in_,
              loss=np.array([r["loss"] for r in det.history_]),
              world=dist.get_world_size(), saved=os.path.exists(saved),
-             ds_scores=det_ds.score_samples(X_test), ds_offset=det_ds.offset_)
+             ds_scores=det_ds.score_samples(X_test), ds_offset=det_ds.offset_,
+             out_scores=det_out.score_samples(X_test),
+             out_history=np.array([r["mean_energy_outlier"] for r in det_out.history_]))
     dist.barrier()
     dist.destroy_process_group()
 

@@ -180,6 +180,16 @@ def test_write_results(tiny_results, tmp_path):
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_rerender_from_json(tiny_results, tmp_path):
+    pytest.importorskip("matplotlib")
+    paths = B.write_results(tiny_results[0], tmp_path)
+    md_before = open(paths["markdown"]).read()
+    again = B.rerender(paths["json"])
+    assert open(again["markdown"]).read() == md_before
+    assert set(again["plots"]) == {"hist", "adv", "convergence", "sample"}
+    assert main(["benchmark", "--report-only", paths["json"], "--no-plots"]) == 0
+
+
 def test_write_results_without_matplotlib(tiny_results, tmp_path, monkeypatch):
     for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
         monkeypatch.setitem(sys.modules, name, None)
@@ -205,3 +215,42 @@ def test_cli_benchmark_quick_path(tmp_path, capsys):
     assert set(data["items"]) == {"1", "3"}
     assert data["profile"]["seeds"] == [0]
     assert "aoe-detect benchmark --profile quick" in data["meta"]["command"]
+
+
+def test_own_data_npz_through_the_cli(tmp_path, capsys):
+    """The same study on user data: 16x16 RGB images, two OOD sets, no real outliers."""
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1], 40)
+    X = (rng.rand(80, 3, 16, 16) * 0.3 + y[:, None, None, None] * 0.5).astype(np.float32)
+    np.savez(tmp_path / "mine.npz", X_train=X, y_train=y, X_test=X[::2], y_test=y[::2],
+             ood_noise=rng.rand(20, 3, 16, 16).astype(np.float32),
+             ood_dark=np.zeros((20, 3, 16, 16), np.float32))
+    argv = ["benchmark", "--profile", "quick", "--data", str(tmp_path / "mine.npz"), "--out",
+            str(tmp_path), "--seeds", "0", "--items", "1,3,6", "--no-plots", "--quiet",
+            "--cache-dir", "none", "--threads", "1"]
+    for k in ("width=4", "pretrain_epochs=1", "epochs=1", "pool_size=100", "batch_size=32",
+              "n_adv=4", "pgd_steps=2", "device='cpu'"):
+        argv += ["--set", k]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads((tmp_path / "paper_quick.json").read_text())
+    assert data["ood_sets"] == ["noise", "dark"]
+    assert set(data["items"]) == {"1", "3"}  # no real outliers: item 6 skipped
+    for m in B.METHODS:
+        assert _unit(data["items"]["1"]["default"][m]["ood"]["noise"]["auroc"][0])
+    assert "noise" in (tmp_path / "paper_quick.md").read_text()
+
+
+def test_own_data_errors(tmp_path):
+    with pytest.raises(KeyError, match="ood_<name>"):
+        B.load_user_data({"X_train": np.zeros((4, 8, 8)), "y_train": np.zeros(4),
+                          "X_test": np.zeros((2, 8, 8)), "y_test": np.zeros(2)})
+    with pytest.raises(ValueError, match="divisible by 4"):
+        B.load_user_data({"X_train": np.zeros((4, 10)), "y_train": np.zeros(4),
+                          "X_test": np.zeros((2, 10)), "y_test": np.zeros(2),
+                          "ood_a": np.zeros((2, 10))})
+    with pytest.raises(FileNotFoundError):
+        B.load_user_data(str(tmp_path / "none.npz"))

@@ -31,7 +31,7 @@ def tabular(tmp_path_factory):
     rng = np.random.RandomState(0)
     X = np.r_[rng.normal(0, 1, (120, 3)) + 3, rng.normal(0, 1, (120, 3)) - 3].astype(np.float32)
     y = np.r_[np.zeros(120, int), np.ones(120, int)]
-    X_ood = rng.normal(0, 1, (60, 3)).astype(np.float32) * 0.3 + [0, 12, 0]
+    X_ood = rng.normal(0, 0.3, (60, 3)).astype(np.float32)  # the empty gap between the blobs
     np.savez(d / "train.npz", X=X, y=y)
     np.save(d / "train_X.npy", X)
     np.save(d / "train_y.npy", y)
@@ -46,8 +46,8 @@ def tabular(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model(tabular):
     path = tabular / "model.aoe"
-    rc = main(["fit", "--id", str(tabular / "train.npz"), "--out", str(path), "--epochs", "1",
-               "--pretrain-epochs", "2", "--outlier-source", "uniform", "--seed", "0",
+    rc = main(["fit", "--id", str(tabular / "train.npz"), "--out", str(path), "--epochs", "3",
+               "--pretrain-epochs", "3", "--outlier-source", "uniform", "--seed", "0",
                "--quiet", "--device", "cpu"])
     assert rc == 0
     return path
@@ -76,6 +76,7 @@ def test_no_command_is_one_line_error(capsys):
 @pytest.mark.parametrize("argv, needle", [
     (["benchmark", "--profile", "huge"], "invalid choice"),
     (["benchmark"], "--profile"),
+    (["benchmark", "--report-only", "missing.json"], "not found"),
     (["benchmark", "--profile", "quick", "--seeds", "a,b"], "comma-separated"),
     (["benchmark", "--profile", "quick", "--items", "0,9"], "--items"),
     (["benchmark", "--profile", "quick", "--set", "nonsense"], "FIELD=VALUE"),
@@ -139,10 +140,10 @@ def test_fit_and_score_round_trip(model, tabular, capsys):
     scores = np.load(out)
     assert scores.shape == (120,) and scores.dtype == np.float64
     assert np.isfinite(scores).all()
-    # far-away points score lower (more OOD) than the ID blobs
+    # the gap between the blobs scores lower (more OOD) than the blobs
     assert scores[60:].mean() < scores[:60].mean()
     auroc = float(text.split("AUROC ")[1].split(",")[0])
-    assert 0.0 <= auroc <= 1.0
+    assert 0.8 <= auroc <= 1.0
 
 
 def test_score_npy_and_csv(model, tabular, capsys):

@@ -6,8 +6,11 @@ and DistributedDataParallel averages the two half-batch gradients, which equals 
 full-batch gradient of the batch-mean losses. The MLP backbone has no BatchNorm, FGSM draws
 no random numbers and the outlier source draws the same global batch on every rank, so the
 two runs differ only in floating-point summation order (per-rank partial sums, gradient
-averaging); Adam turns such 1e-7 differences into small weight differences. Scores must
-agree to 1e-3 relative to their spread; the threshold to the same tolerance.
+averaging); Adam turns such 1e-7 differences into slightly larger weight differences
+(measured: 1.4e-6 absolute on scores spanning 4.5). Scores and threshold must agree to
+1e-4 of the score spread. (With BatchNorm backbones each rank normalises with the
+statistics of its half batch, so expect differences of the order of the batch-to-batch
+noise instead; use SyncBatchNorm to remove them.)
 """
 
 import os
@@ -16,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from aoe_detect import AOEDetector
 
@@ -30,6 +34,16 @@ def make_data():
     y = np.r_[np.zeros(120, int), np.ones(120, int)]
     X_test = np.r_[X[:40], rng.uniform(-8, 8, (40, 4))]
     return X.astype(np.float32), y, X_test.astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 spinning OpenMP threads per process
+    make these tiny fits up to 50x slower under load (the results do not depend on it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +74,29 @@ def test_ranks_agree_exactly(ddp_run):
     assert float(r0["offset"]) == float(r1["offset"])
     np.testing.assert_array_equal(r0["loss"], r1["loss"])  # metrics averaged over ranks
     np.testing.assert_array_equal(r0["ds_scores"], r1["ds_scores"])
+    # outliers streamed from a Dataset: ranks see different outliers, train the same model
+    np.testing.assert_array_equal(r0["out_scores"], r1["out_scores"])
+    np.testing.assert_array_equal(r0["out_history"], r1["out_history"])
+    assert np.isfinite(r0["out_history"]).all()
 
 
 def test_matches_single_process(ddp_run, single):
     _, (r0, _) = ddp_run
     det, scores = single
     spread = np.ptp(scores)
-    np.testing.assert_allclose(r0["scores"], scores, rtol=0, atol=1e-3 * spread)
-    assert abs(float(r0["offset"]) - det.offset_) <= 1e-3 * spread
+    np.testing.assert_allclose(r0["scores"], scores, rtol=0, atol=1e-4 * spread)
+    assert abs(float(r0["offset"]) - det.offset_) <= 1e-4 * spread
     assert abs(float(r0["m_in"]) - det.m_in_) <= 1e-6 * max(1.0, abs(det.m_in_))  # before OE
     np.testing.assert_allclose(r0["loss"], [r["loss"] for r in det.history_], rtol=1e-3)
+
+
+def test_dataset_input_under_ddp_matches_single_process(ddp_run):
+    # the worker fitted a labelled Dataset: sharded DataLoaders on 2 ranks vs arrays here
+    _, (r0, _) = ddp_run
+    X, y, X_test = make_data()
+    det = AOEDetector(**{**CONFIG, "epochs": 1, "pretrain_epochs": 1}).fit(X, y)
+    scores = det.score_samples(X_test)
+    np.testing.assert_allclose(r0["ds_scores"], scores, rtol=0, atol=1e-4 * np.ptp(scores))
 
 
 def test_only_rank0_writes(ddp_run):

@@ -45,3 +45,11 @@ def test_doctests(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
+
+
+def test_api_reference_is_current():
+    import runpy
+
+    render = runpy.run_path(str(ROOT / "docs" / "make_api.py"), run_name="make_api")["render"]
+    assert (ROOT / "docs" / "api.md").read_text() == render(), \
+        "docs/api.md is stale: run `python docs/make_api.py`"

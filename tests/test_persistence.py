@@ -7,6 +7,7 @@ import copyreg
 import json
 import os
 import pickle
+import re
 import warnings
 
 import numpy as np
@@ -205,14 +206,21 @@ def test_truncated_file_clear_error(saved, tmp_path, keep):
 
 
 @pytest.mark.parametrize("where", np.linspace(0.01, 0.99, 12).round(3).tolist())
-def test_corrupted_byte_clear_error(saved, tmp_path, where):
+def test_corrupted_byte_clear_error_or_intact(fitted, saved, tmp_path, where):
     raw = bytearray(saved.read_bytes())
     raw[int(len(raw) * where)] ^= 0x5A
     (tmp_path / "c.aoe").write_bytes(bytes(raw))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match=r"corrupted|not a readable aoe-detect file|is not an aoe-detect file"):
-            AOEDetector.load(tmp_path / "c.aoe")
+        try:
+            back = AOEDetector.load(tmp_path / "c.aoe")
+        except ValueError as exc:
+            assert re.search(r"corrupted|not a readable aoe-detect file|is not an aoe-detect file",
+                             str(exc))
+            return
+    # a byte of zip metadata that carries no data (e.g. a timestamp): must load unchanged
+    _same_detector(back, fitted)
+    assert back.get_params() == fitted.get_params()
 
 
 def test_flipped_weight_is_caught_by_checksum(saved, tmp_path):

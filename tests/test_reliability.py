@@ -7,6 +7,7 @@ fitted attributes and weights.
 """
 
 import copy
+import importlib.util
 import json
 import os
 import random
@@ -178,6 +179,8 @@ BAD_TABULAR = [
     case(lambda d: d.score_samples(torch.as_tensor(X).to_sparse()), TypeError, r"`X` is a sparse tensor; sparse input is not supported", "score-torch-sparse"),
     # labels
     case(lambda d: d.fit(X, Y + 0.5), ValueError, r"`y` must hold integer class labels; got fractional values", "y-fractional"),
+    # X alone is valid (and would reset n_features_in_): the failed fit must undo that
+    case(lambda d: d.fit(np.c_[X, X], Y + 0.5), ValueError, r"`y` must hold integer class labels", "y-fractional-X-of-other-width"),
     case(lambda d: d.fit(X, np.where(Y == 1, -2, 0)), ValueError, r"`y` has negative labels other than -1 \(\[-2\]\)", "y-negative"),
     case(lambda d: d.fit(X, np.zeros_like(Y)), ValueError, r"`y` has only one class \(\[0\]\)", "y-one-class"),
     case(lambda d: d.fit(X, Y[:-3]), ValueError, r"`y` has 77 labels but X has 80 samples", "y-length"),
@@ -628,3 +631,19 @@ def test_score_samples_from_8_threads_matches_serial(fitted, fitted_img, which):
         assert whole.tobytes() == serial_all.tobytes()
         np.testing.assert_array_equal(pred, np.where(serial[i] - det.offset_ < 0, -1, 1))
     assert not det.module_.training
+
+
+# ------------------------------------------------------------- fault-injection script
+def test_fault_injection_script_handles_every_case_and_loses_nothing(tmp_path, capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "fault_injection", os.path.join(root, "benchmarks", "fault_injection.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "fault_injection.json").read_text())
+    assert result["total"]["lost"] == 0
+    assert result["total"]["handled"] == result["total"]["tried"] >= 150
+    md = (tmp_path / "fault_injection.md").read_text()
+    assert "| **total** |" in md and "## Machine" in md and "## Versions" in md
+    assert "data lost" in capsys.readouterr().out
