@@ -238,7 +238,8 @@ class DatasetView:
 
     def __init__(self, dataset, info, indices=None, labels=None, name="X", input_range=None):
         self.dataset, self.info, self.name, self.input_range = dataset, info, name, input_range
-        self.indices = (np.arange(len(dataset), dtype=np.int64) if indices is None
+        # all rows: a range (no O(n) index array, so scoring memory stays flat)
+        self.indices = (range(len(dataset)) if indices is None
                         else np.asarray(indices, dtype=np.int64))
         self.labels = labels
 
@@ -259,7 +260,8 @@ class DatasetView:
     def view(self, positions):
         """The sub-view of rows ``positions`` (positions within this view)."""
         positions = np.asarray(positions, dtype=np.int64)
-        return DatasetView(self.dataset, self.info, self.indices[positions],
+        rows = positions if isinstance(self.indices, range) else self.indices[positions]
+        return DatasetView(self.dataset, self.info, rows,
                            None if self.labels is None else self.labels[positions],
                            self.name, self.input_range)
 
@@ -496,7 +498,7 @@ def outlier_source(outliers, num_workers=0, input_range=None):
 
     if isinstance(outliers, DatasetView):
         ds = outliers.dataset
-        if len(outliers) != len(ds) or not np.array_equal(outliers.indices, np.arange(len(ds))):
+        if not isinstance(outliers.indices, range):
             ds = Subset(ds, outliers.indices.tolist())
         return DatasetOutliers(ds, num_workers=num_workers, input_range=outliers.input_range)
     if is_dataset(outliers):
