@@ -23,6 +23,7 @@ import argparse
 import copy
 import json
 import os
+import pathlib
 import pickle
 import platform
 import re
@@ -410,7 +411,7 @@ def persistence_cases(fitted):
     with tempfile.TemporaryDirectory() as tmp:
         saved = os.path.join(tmp, "det.aoe")
         fitted.save(saved)
-        raw = open(saved, "rb").read()
+        raw = pathlib.Path(saved).read_bytes()
         good = torch.load(saved, map_location="cpu", weights_only=True)
         marker = os.path.join(tmp, "PWNED")
         touch = _RunsCode(os.system, f"touch {marker}")
@@ -460,20 +461,20 @@ def persistence_cases(fitted):
         for keep in (0, 1, 10, 100, 1000, len(raw) // 4, len(raw) // 2, len(raw) - 100,
                      len(raw) - 1):
             path = os.path.join(tmp, "trunc.aoe")
-            open(path, "wb").write(raw[:keep])
+            pathlib.Path(path).write_bytes(raw[:keep])
             yield load_case("persistence: truncated file", f"first {keep} of {len(raw)} bytes",
                             path, r"not a readable aoe-detect file \(truncated")
         for where in np.linspace(0.005, 0.995, 24):
             b = bytearray(raw)
             b[int(len(b) * where)] ^= 0x5A
             path = os.path.join(tmp, "flip.aoe")
-            open(path, "wb").write(bytes(b))
+            pathlib.Path(path).write_bytes(bytes(b))
             yield load_case("persistence: corrupted byte", f"byte {int(len(b) * where)}", path,
                             r"corrupted|not a readable|is not an aoe-detect file")
         for name, content in [("empty file", b""), ("random bytes", os.urandom(256)),
                               ("text file", b'{"format": "aoe-detect/1"}')]:
             path = os.path.join(tmp, "foreign.aoe")
-            open(path, "wb").write(content)
+            pathlib.Path(path).write_bytes(content)
             yield load_case("persistence: foreign file", name, path, r"not a readable")
         for name, obj in [("a tensor", torch.zeros(3)), ("other format", {"format": "x/1"}),
                           ("missing fields", {"format": "aoe-detect/1",
@@ -497,7 +498,7 @@ def persistence_cases(fitted):
             handled = True
         finally:
             torch.save = real_save
-        intact = open(saved, "rb").read() == raw and sorted(os.listdir(tmp)) == sorted(
+        intact = pathlib.Path(saved).read_bytes() == raw and sorted(os.listdir(tmp)) == sorted(
             f for f in os.listdir(tmp) if not f.startswith(".aoe-"))
         yield ("persistence: save fails half-way", "torch.save raises", handled, not intact,
                "previous file intact" if intact else "previous file damaged")

@@ -6,6 +6,7 @@ method present, finite metrics in [0, 1], mean ± std over seeds, the conclusion
 
 import json
 import math
+import pathlib
 import sys
 
 import numpy as np
@@ -165,12 +166,12 @@ def test_write_results(tiny_results, tmp_path):
     pytest.importorskip("matplotlib")
     res, _ = tiny_results
     paths = B.write_results(res, tmp_path)
-    data = json.loads(open(paths["json"]).read())
+    data = json.loads(pathlib.Path(paths["json"]).read_text())
     assert data["meta"]["command"] == "pytest tiny"
     for key in ("torch", "platform", "cpu_count", "wall_seconds"):
         assert key in data["meta"]
     assert "_scores" not in data
-    md = open(paths["markdown"]).read()
+    md = pathlib.Path(paths["markdown"]).read_text()
     for i in range(1, 9):
         assert f"## {i}. " in md
     assert "Verdicts" in md and "pytest tiny" in md
@@ -183,9 +184,9 @@ def test_write_results(tiny_results, tmp_path):
 def test_rerender_from_json(tiny_results, tmp_path):
     pytest.importorskip("matplotlib")
     paths = B.write_results(tiny_results[0], tmp_path)
-    md_before = open(paths["markdown"]).read()
+    md_before = pathlib.Path(paths["markdown"]).read_text()
     again = B.rerender(paths["json"])
-    assert open(again["markdown"]).read() == md_before
+    assert pathlib.Path(again["markdown"]).read_text() == md_before
     assert set(again["plots"]) == {"hist", "adv", "convergence", "sample"}
     assert main(["benchmark", "--report-only", paths["json"], "--no-plots"]) == 0
 
@@ -195,7 +196,7 @@ def test_write_results_without_matplotlib(tiny_results, tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     paths = B.write_results(tiny_results[0], tmp_path)
     assert paths["plots"] == {} and "aoe-detect[plot]" in paths["plot_error"]
-    assert "Plots not written" in open(paths["markdown"]).read()
+    assert "Plots not written" in pathlib.Path(paths["markdown"]).read_text()
 
 
 def test_cli_benchmark_quick_path(tmp_path, capsys):

@@ -31,14 +31,6 @@ XI = np.random.RandomState(1).rand(24, 1, 8, 8)
 YI = np.r_[np.zeros(12, int), np.ones(12, int)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared machine: see test_reliability.py
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fitted():
     return AOEDetector(**TINY).fit(X, Y)

@@ -28,14 +28,6 @@ METRIC_SETTINGS = settings(max_examples=60, deadline=None)
 F32_EPS = float(torch.finfo(torch.float32).eps)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared machine: see test_reliability.py
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------- attacks
 def _model(kind, in_shape, g):
     if kind == "mlp":

@@ -52,16 +52,6 @@ PROBE = np.r_[X[:10], np.random.RandomState(5).uniform(-30, 30, (10, 2))]
 PROBE_I = np.r_[XI[:6], np.random.RandomState(5).rand(6, 1, 8, 8)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """On a shared 2-core machine an idle OpenMP partner thread makes every op wait ~10 ms;
-    these tiny models run fastest and most predictably on one intra-op thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def fitted():
     return AOEDetector(**TINY).fit(X, Y)
