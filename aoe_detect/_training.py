@@ -194,7 +194,7 @@ def _raise_if_nonfinite(flag, loss, steps, world, check_every):
         flag = distributed.any_true(flag)
     if bool(flag):
         where = f"at step {steps}" if check_every == 1 else f"by step {steps}"
-        raise NonFiniteLossError(f"loss became {float(loss)} {where}")
+        raise NonFiniteLossError(f"loss became {loss.item()} {where}")
 
 
 def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, device,

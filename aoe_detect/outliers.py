@@ -41,6 +41,7 @@ __all__ = [
     "ArrayOutliers",
     "GeneratorOutliers",
     "Mixture",
+    "DatasetOutliers",
     "default_outliers",
     "resolve_outliers",
     "OUTLIER_SOURCES",

@@ -6,7 +6,7 @@ ratios, because absolute times vary from run to run on a shared machine:
 1. AOE-FGSM epoch time / OE epoch time, against its floor: the same ratio for a minimal
    hand-written PyTorch loop, i.e. OE plus exactly one extra forward + input-gradient
    backward over the outlier half of the batch. Target: within 5% of the floor. Ratios 1
-   and 2 come from rounds of four one-epoch runs adjacent in time (detector OE, hand OE,
+   and 2 come from rounds of four two-epoch runs adjacent in time (detector OE, hand OE,
    detector AOE, hand AOE; the order alternates), median over rounds.
 2. ``AOEDetector.fit`` / a minimal hand-written loop doing the same work (same pretrained
    small CNN, same validation split, same batches and outlier draws -- the loop reproduces
@@ -21,7 +21,7 @@ ratios, because absolute times vary from run to run on a shared machine:
    (4) inputs as one uint8 array, allocated before the call (so excluded); (4b) inputs as
    a Dataset generating them on access. Target <= 1.10. Also recorded: the growth of the
    anonymous resident memory (``RssAnon``; it also holds freed memory the allocator keeps,
-   which varies by +-20 MB from run to run as its heap fragments differently) and of the
+   which varies by up to ~30 MB from run to run as its heap fragments differently) and of the
    total peak RSS (``VmHWM`` reset through ``/proc/self/clear_refs``; it also counts the
    torch libraries' pages that the kernel evicts under other processes' memory pressure).
 5. The cached-pool attack (``attack_refresh=k``): epoch time / OE and AUROC change versus
@@ -271,7 +271,7 @@ def _common(prof, data, device, epochs):
 
 
 def speed_section(prof, data, device, log):
-    """Ratios 1 and 2: detector OE / AOE-FGSM fits and the two hand loops, one epoch each,
+    """Ratios 1 and 2: detector OE / AOE-FGSM fits and the two hand loops (``speed_epochs``),
     adjacent in time within a round (the order alternates between rounds), so each round
     gives paired ratios; the result is the median over rounds."""
     from aoe_detect import AOEDetector
@@ -460,7 +460,7 @@ def memory_worker(n, model_path, threads, kind="array"):
     # Sampled every 2 ms by a thread: (a) the bytes malloc has handed out and not taken back
     # (glibc mallinfo2: arrays and CPU tensors included), i.e. the memory the call holds;
     # (b) the anonymous resident memory, which also counts freed memory the allocator keeps
-    # (its heap fragments differently from run to run: +-20 MB here); the total RSS also
+    # (its heap fragments differently from run to run: up to ~30 MB here); the total RSS also
     # counts the torch libraries' file-backed pages, evicted and faulted back in under memory
     # pressure from other processes.
     live = _live_heap_mb()
@@ -647,14 +647,21 @@ def write_markdown(path, result):
         lines += ["", "Hand-written loop check: it reproduces the detector's held-out scores "
                   f"exactly (max |difference| over all rounds, OE and AOE-FGSM: {diff:.1e}), so "
                   "both do the same work.", "",
-                  "Per-round epoch seconds (ratios 1-2; each round's four runs are adjacent in "
-                  "time, order alternating):", "",
-                  "| round | detector OE | hand OE | detector AOE-FGSM | hand AOE-FGSM | "
-                  "AOE/OE | floor | fit/hand |", "|---|---|---|---|---|---|---|---|"]
+                  f"Per-round training seconds ({sec['clock']}; ratios 1-2; each round's four "
+                  "runs are adjacent in time, order alternating), and for the AOE-FGSM fits the "
+                  "user / system CPU seconds and minor page faults of the whole fit:", "",
+                  "| round | detector OE | hand OE | detector AOE | hand AOE | AOE/OE | floor | "
+                  "fit/hand | detector AOE user/system/faults | hand AOE user/system/faults |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for i, r in enumerate(sec["speed_rounds"]):
+            d = f"{r['detector_AOE-FGSM_user']:.2f} / {r['detector_AOE-FGSM_system']:.2f} / " \
+                f"{r['detector_AOE-FGSM_faults'] / 1e6:.2f}M"
+            h = f"{r['hand_AOE-FGSM_user']:.2f} / {r['hand_AOE-FGSM_system']:.2f} / " \
+                f"{r['hand_AOE-FGSM_faults'] / 1e6:.2f}M"
             lines.append(f"| {i + 1} | {r['detector_OE_epoch']:.2f} | {r['hand_OE_epoch']:.2f} | "
                          f"{r['detector_AOE-FGSM_epoch']:.2f} | {r['hand_AOE-FGSM_epoch']:.2f} | "
-                         f"{r['aoe_over_oe']:.3f} | {r['floor']:.3f} | {r['fit_over_hand']:.3f} |")
+                         f"{r['aoe_over_oe']:.3f} | {r['floor']:.3f} | {r['fit_over_hand']:.3f} | "
+                         f"{d} | {h} |")
         lines.append("")
         if sec.get("wrn"):
             w = sec["wrn"]
@@ -712,11 +719,21 @@ def run(args):
     result["seconds"] = _now() - t_all
     result["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     result["notes"] = [
-        "The machine is shared (see the load averages): the load changes within minutes, so "
-        "every ratio compares runs adjacent in time (ratios 1-2: four one-epoch runs per round, "
+        "Times on the CPU are CPU seconds of the benchmark process (time.process_time; one "
+        "torch thread), not wall-clock: on these shared cores the wall-clock time of the same "
+        "epoch varied by 10-40% with the other processes' load, CPU time by a few percent. "
+        "Every ratio still compares runs adjacent in time (ratios 1-2: four runs per round, "
         "order alternating between rounds; ratio 3: package and raw passes back to back; "
         "attacks: the method's epochs vs OE's in the same seed round) and the median over "
-        "rounds is reported, with the per-round values.",
+        "rounds is reported, with the per-round values. The package's epoch times are taken "
+        "around each aoe_detect._training.train_epoch call.",
+        "About a quarter of every training epoch's CPU time here is system time: glibc's "
+        "malloc returns the large activation buffers to the kernel and every step "
+        "page-faults them back in (~30k minor faults per step, for the hand loop too). How "
+        "many faults a run takes depends on the allocator's heap state, which differs "
+        "between the detector (validation, checks and snapshots around the loop) and the "
+        "hand loop; user CPU time is the cleaner measure of the work itself (see the "
+        "per-round table). On CPUs, PyTorch recommends jemalloc or tcmalloc for training.",
         f"torch intra-op threads = {args.threads}: with other processes on the 2 cores, "
         "2 spinning OpenMP threads per process make timings erratic (up to 50x slower).",
         "Floor of ratio 1: the same ratio for the hand-written loop, which adds exactly one "
@@ -728,7 +745,7 @@ def run(args):
         "before the call); arrays are validated and converted in chunks of 1024 rows, "
         "Datasets are streamed, and the float64 output (8 bytes per input: 1.6 MB at 200k) "
         "is preallocated. The anonymous-RSS growth is reported next to it: it also holds "
-        "freed memory the allocator keeps, which varies by +-20 MB from run to run.",
+        "freed memory the allocator keeps, which varies by up to ~30 MB from run to run (ratios of 0.89 to 1.41 for the array case over four runs of the same code).",
         "GPU rows: " + ("measured above." if len(devices) > 1 else
                         "not measured (no CUDA device on this machine); run the same command on "
                         "a CUDA machine to add them."),

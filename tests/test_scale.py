@@ -43,16 +43,6 @@ class Rows(Dataset):
         return x if self.y is None else (x, int(self.y[i]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 spinning OpenMP threads per process
-    make these tiny fits up to 50x slower under load (the results do not depend on it)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def images():
     """Small uint8 images (16x16 centre crops of the embedded Fashion-MNIST/MNIST sample)."""
