@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 import torch
 
 from ._compat import validate_data
 
-__all__ = ["to_numpy", "check_inputs", "check_more_inputs", "split_y", "check_input_range"]
+__all__ = ["to_numpy", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
+           "is_outlier_array"]
 
 
 def to_numpy(a, name):
@@ -189,7 +189,3 @@ def is_outlier_array(y, sample_shape):
     tail = tuple(shape[1:])
     return tail == tuple(sample_shape) or (len(sample_shape) == 3 and sample_shape[0] == 1
                                            and tail == tuple(sample_shape[1:]))
-
-
-def is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)

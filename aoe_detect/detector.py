@@ -10,13 +10,11 @@ import copy
 import math
 import numbers
 import os
-import time
 import warnings
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, OutlierMixin, clone
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -24,12 +22,11 @@ from . import _training
 from . import data as _data
 from . import distributed as _distributed
 from ._compat import HasMethods, Interval, StrOptions
-from ._validation import (check_input_range, check_inputs, check_more_inputs, is_int,
-                          is_outlier_array, labels_from_y)
+from ._validation import (check_input_range, check_inputs, check_more_inputs, is_outlier_array, labels_from_y)
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
-from .outliers import ArrayOutliers, Mixture, OUTLIER_SOURCES, resolve_outliers
+from .outliers import OUTLIER_SOURCES, resolve_outliers
 
 __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
 

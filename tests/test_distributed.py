@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from aoe_detect import AOEDetector
 
