@@ -27,6 +27,8 @@ from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
 from .outliers import OUTLIER_SOURCES, resolve_outliers
+from .scores import (FEATURE_SCORES, SCORES, FeatureTap, LogitsAndFeatures, ScoreHead, SumScore,
+                     build_scorer, feature_layer)
 
 __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
 
@@ -75,6 +77,20 @@ def _seed_from(random_state):
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+class _Components(torch.nn.Module):
+    """A score head returning the standardisable component scores of a sum of scores."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x):
+        head = self.head
+        with FeatureTap(head._layer) as tap:
+            logits = head.backbone(x)
+        return head.scorer.components(logits.float(), tap.features.float())
 
 
 class AOEDetector(OutlierMixin, BaseEstimator):
@@ -199,6 +215,25 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         (initialises the group from the torchrun environment if needed); ``False``: never.
         ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
         shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
+    ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy"
+        What :meth:`score_samples` returns (always higher = more in-distribution):
+        ``"energy"``, the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared
+        Mahalanobis distance of the penultimate features to the closest class mean under a
+        shared covariance (Lee et al. 2018); ``"knn"``, minus the distance of the normalised
+        features to their ``k``-th nearest ID training feature (Sun et al. 2022); a sum
+        ``"a+b"`` adds the two scores after standardising each on the held-out ID rows.
+        Feature statistics are fitted on the ID training rows after fine-tuning (see
+        :mod:`aoe_detect.scores`). :meth:`perturb` attacks this score.
+    feature_layer : str or None, default=None
+        Name of the backbone submodule whose *input* are the features of the feature scores
+        (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
+        ``nn.Linear`` layer (the head of every built-in backbone).
+    knn_k : int or "auto", default="auto"
+        ``k`` of ``ood_score="knn"``; ``"auto"``: 1% of the stored training features, between
+        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
+    knn_max_samples : int or None, default=10000
+        At most this many training features (a random subset) are kept for the k-NN search,
+        so memory and scoring time do not grow with the training set; ``None`` keeps all.
 
     Attributes
     ----------
@@ -215,6 +250,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         One row per epoch: ``stage`` ("pretrain"/"finetune"), ``epoch``, ``loss``, ``ce``,
         ``energy_in``, ``energy_out``, ``mean_energy_id``, ``mean_energy_outlier``,
         ``seconds``.
+    scorer_ : torch.nn.Module
+        The fitted score of ``ood_score`` (:mod:`aoe_detect.scores`): its buffers hold the
+        feature statistics (class means and precision, or the k-NN feature bank, and the
+        standardisation of a sum).
     m_in_, m_out_, lam_, epsilon_ : resolved hyperparameters.
     input_range_ : tuple or None
     input_shape_ : tuple
@@ -276,6 +315,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
         "attack_refresh": [Interval(numbers.Integral, 1, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
+        "ood_score": [StrOptions(set(SCORES))],
+        "feature_layer": [str, None],
+        "knn_k": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -284,7 +327,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
-                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto"):
+                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
+                 ood_score="energy", feature_layer=None, knn_k="auto", knn_max_samples=10000):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -315,6 +359,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.num_workers = num_workers
         self.attack_refresh = attack_refresh
         self.distributed = distributed
+        self.ood_score = ood_score
+        self.feature_layer = feature_layer
+        self.knn_k = knn_k
+        self.knn_max_samples = knn_max_samples
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, X_outliers=None):
@@ -477,6 +525,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming,
                                                                X_all=train_X)
         module = module.to(device)
+        if self.ood_score in FEATURE_SCORES:  # fail before training, not after
+            feature_layer(module, self.feature_layer)
         self.module_ = module
         self.epsilon_ = self._resolve_epsilon(X_tr, shape)
         self.lam_ = (0.1 if self.loss == "energy" else 0.5) if self.lam == "auto" else float(self.lam)
@@ -516,6 +566,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         else:
             self._set_margins(X_tr, device)
         self.module_.eval()
+        self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
         self.validation_scores_ = self._validation_scores(X_val)
         self.offset_ = float(np.quantile(self.validation_scores_, self.contamination))
         return self
@@ -524,11 +575,69 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
         gather all of them (so ``offset_`` is the same everywhere)."""
         if not self.distributed_:
-            return self._scores_tensor(X_val)
+            return self._chosen_scores(X_val)
         rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
         part = (X_val.view(rows) if isinstance(X_val, _data.DatasetView)
                 else X_val[torch.from_numpy(rows)])
-        return _distributed.gather_rows(self._scores_tensor(part), len(X_val))
+        return _distributed.gather_rows(self._chosen_scores(part), len(X_val))
+
+    def _fit_scorer(self, X_tr, y_tr, X_val, train_X, gen):
+        """Fit the statistics of ``ood_score`` on the ID training rows (features of the
+        fine-tuned ``module_``); a sum of scores is standardised on the held-out rows."""
+        scorer = build_scorer(self.ood_score, temperature=self.temperature, knn_k=self.knn_k,
+                              knn_max_samples=self.knn_max_samples)
+        if scorer.needs_features:
+            head = LogitsAndFeatures(self.module_, self.feature_layer)
+            k, width = self._probe_widths(head, X_tr)
+            out = torch.from_numpy(self._apply(X_tr, lambda t: t, np.float32, model=head,
+                                               tail=(width,)))
+            logits, feats = out[:, :k], out[:, k:]
+            # labels of the rows in X_tr: y_tr unless X_tr is a subset of a streamed Dataset;
+            # then (and for a label-free fit of a pretrained module) the backbone's predictions
+            if y_tr is not None and train_X is X_tr:
+                labels = y_tr.numpy()
+            elif hasattr(self, "classes_") and k > 1:
+                labels = logits.argmax(1).numpy()
+            else:
+                labels = None
+            scorer.fit(logits, feats, labels, gen)
+            scorer = scorer.to(self.device_)
+            if isinstance(scorer, SumScore):
+                comp = self._apply(X_val, lambda t: t, np.float32,
+                                   model=_Components(ScoreHead(self.module_, scorer,
+                                                               self.feature_layer)),
+                                   tail=(len(scorer.parts),))
+                scorer.fit_normalisation(torch.from_numpy(comp).to(self.device_))
+        self.scorer_ = scorer.to(self.device_)
+
+    def _probe_widths(self, head, X_tr):
+        """``(n_logits, n_logits + n_features)`` from a forward pass on two rows."""
+        probe = X_tr[:2] if isinstance(X_tr, torch.Tensor) else X_tr.fit_subset(
+            np.random.RandomState(0), num_workers=0)[:2]
+        with torch.inference_mode():
+            was = self.module_.training
+            self.module_.eval()
+            try:
+                out = head(probe.to(self.device_))
+            finally:
+                self.module_.train(was)
+        n_logits = out.shape[1] - head._layer_width
+        return n_logits, int(out.shape[1])
+
+    def _score_model(self):
+        """``(model, temperature)`` whose energy the attacks lower: the backbone with
+        ``temperature`` for the energy score, else a :class:`ScoreHead` (energy = -score)."""
+        scorer = getattr(self, "scorer_", None)
+        if scorer is None or scorer.name == "energy":
+            return self.module_, self.temperature
+        return ScoreHead(self.module_, scorer, self.feature_layer), 1.0
+
+    def _chosen_scores(self, X):
+        """Scores of ``ood_score`` (higher = more ID) for a float32 tensor or Dataset view."""
+        model, _ = self._score_model()
+        if model is self.module_:
+            return self._scores_tensor(X)
+        return self._apply(X, lambda s: s[:, 0], np.float64, model=model)
 
     def _resume_from_checkpoint(self, labels, tr_idx, device):
         """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
@@ -794,32 +903,35 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                  getattr(self, "num_workers", 0),
                                  pin_memory=self.device_.type == "cuda")
 
-    def _apply(self, X, fn, dtype, tail=()):
+    def _apply(self, X, fn, dtype, tail=(), model=None):
         """``fn(logits)`` of every row of ``X`` (tensor or Dataset view), written batch by
-        batch into a preallocated ``(n, *tail)`` array of ``dtype``."""
+        batch into a preallocated ``(n, *tail)`` array of ``dtype``. ``model``: another
+        module than ``module_`` (a score head; not compiled)."""
         dev = self.device_
+        if model is None:
+            model = _training.compiled(self.module_, getattr(self, "compile", False))
         return _training.batched_outputs(
-            _training.compiled(self.module_, getattr(self, "compile", False)), self._batches(X),
+            model, self._batches(X),
             fn, batch_size=self._infer_batch(), device=dev,
             autocast_dtype=_training.amp_dtype(getattr(self, "amp", False), dev),
             out=np.empty((len(X), *tail), dtype=dtype), channels_last=self._channels_last(dev))
 
-    def _predict_rows(self, X, fn, dtype, tail=()):
+    def _predict_rows(self, X, fn, dtype, tail=(), model=None):
         """Validate ``X`` and apply ``fn(logits)``: Datasets are streamed, large arrays are
         validated and converted chunk by chunk, so memory does not grow with ``len(X)``
         beyond the output (chunks are whole scoring batches: results are identical)."""
         check_is_fitted(self, "offset_")
         if _data.is_dataset(X):
             view = _data.scoring_view(X, self.input_shape_, self.input_range_)
-            return self._apply(view, fn, dtype, tail)
+            return self._apply(view, fn, dtype, tail, model)
         step = self._infer_batch() * max(1, SCORE_CHUNK_ROWS // self._infer_batch())
         if isinstance(X, (np.ndarray, torch.Tensor)) and X.ndim >= 2 and len(X) > step:
             out = np.empty((len(X), *tail), dtype=dtype)
             for start in range(0, len(X), step):
                 out[start:start + step] = self._apply(self._check_X(X[start:start + step]), fn,
-                                                      dtype, tail)
+                                                      dtype, tail, model)
             return out
-        return self._apply(self._check_X(X), fn, dtype, tail)
+        return self._apply(self._check_X(X), fn, dtype, tail, model)
 
     def _check_X(self, X):
         check_is_fitted(self, "offset_")
@@ -842,7 +954,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         scores : ndarray of shape (n,), float64
             Higher means more in-distribution.
         """
-        return self._predict_rows(X, lambda logits: -energy(logits, self.temperature), np.float64)
+        check_is_fitted(self, "offset_")
+        model, _ = self._score_model()
+        if model is self.module_:
+            return self._predict_rows(X, lambda logits: -energy(logits, self.temperature),
+                                      np.float64)
+        return self._predict_rows(X, lambda s: s[:, 0], np.float64, model=model)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for OOD, non-negative for in-distribution.
@@ -970,11 +1087,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(self.device_)
         gen = torch.Generator().manual_seed(_seed_from(random_state))
+        model, temperature = self._score_model()
         out = []
         for start in range(0, len(Xt), self._infer_batch()):
             xb = Xt[start:start + self._infer_batch()].to(self.device_)
-            out.append(att.perturb(self.module_, xb, eps, clip=self.input_range_,
-                                   temperature=self.temperature, generator=gen,
+            out.append(att.perturb(model, xb, eps, clip=self.input_range_,
+                                   temperature=temperature, generator=gen,
                                    direction=direction).cpu())
         return torch.cat(out).numpy()
 
@@ -1012,6 +1130,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if "module_" in state:
             state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
             state["device_"] = str(state["device_"])
+        if "scorer_" in state:
+            state["scorer_"] = copy.deepcopy(state["scorer_"]).to("cpu")
         from . import __version__
 
         state["_aoe_version"] = __version__
@@ -1031,6 +1151,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 dev = torch.device("cpu")
             self.device_ = dev
             self.module_ = self.module_.to(dev).eval()
+            if "scorer_" in state:
+                self.scorer_ = self.scorer_.to(dev)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -22,6 +22,8 @@ import warnings
 import numpy as np
 import torch
 
+from .scores import build_scorer
+
 __all__ = ["save", "load", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
@@ -81,6 +83,9 @@ def save(detector, path, _partial=False):
     if hasattr(detector, "classes_"):
         fitted["classes_"] = np.asarray(detector.classes_).tolist()
     fitted["history_"] = getattr(detector, "history_", [])
+    scorer = getattr(detector, "scorer_", None)
+    if scorer is not None:
+        fitted["scorer_"] = _scorer_spec(scorer)
     bb = detector.backbone
     spec = {"kind": "builtin", "name": bb} if isinstance(bb, str) else {"kind": "module"}
     if spec["kind"] == "builtin" and bb == "auto":
@@ -96,6 +101,8 @@ def save(detector, path, _partial=False):
         "fitted": json.dumps(fitted),
         "backbone": json.dumps({**spec, "n_logits": n_logits}),
         "state_dict": state,
+        "scorer_state": ({} if scorer is None else
+                         {k: v.detach().cpu().clone() for k, v in scorer.state_dict().items()}),
         "validation_scores": torch.as_tensor(
             np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
     }
@@ -111,6 +118,38 @@ def save(detector, path, _partial=False):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _scorer_spec(scorer):
+    """JSON description of a fitted scorer: its name and the shapes of its buffers."""
+    state = scorer.state_dict()
+    spec = {"name": scorer.name, "temperature": None, "n_classes": 1, "n_features": 1,
+            "n_bank": 1, "knn_k": "auto", "knn_max_samples": None}
+    for key, v in state.items():
+        if key.endswith("means"):
+            spec["n_classes"], spec["n_features"] = int(v.shape[0]), int(v.shape[1])
+        elif key.endswith("bank"):
+            spec["n_bank"], spec["n_features"] = int(v.shape[0]), int(v.shape[1])
+    for m in scorer.modules():
+        if hasattr(m, "temperature"):
+            spec["temperature"] = float(m.temperature)
+        if hasattr(m, "k"):
+            spec["knn_k"] = m.k if isinstance(m.k, str) else int(m.k)
+            spec["knn_max_samples"] = None if m.max_samples is None else int(m.max_samples)
+    return spec
+
+
+def _load_scorer(spec, state, path):
+    try:
+        scorer = build_scorer(spec["name"], temperature=spec["temperature"] or 1.0,
+                              n_classes=spec["n_classes"], n_features=spec["n_features"],
+                              n_bank=spec["n_bank"], knn_k=spec["knn_k"],
+                              knn_max_samples=spec["knn_max_samples"])
+        scorer.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{path!r} is corrupted: its score statistics do not load "
+                         f"({type(exc).__name__}: {exc}).") from None
+    return scorer.eval()
 
 
 def _digest(payload):
@@ -256,4 +295,6 @@ def load(path, module=None, device="auto"):
         det.classes_ = np.asarray(fitted["classes_"])
     det.history_ = fitted.get("history_", [])
     det.validation_scores_ = payload["validation_scores"].numpy()
+    if "scorer_" in fitted:
+        det.scorer_ = _load_scorer(fitted["scorer_"], payload.get("scorer_state", {}), path).to(dev)
     return det

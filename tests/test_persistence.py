@@ -89,7 +89,9 @@ def test_file_is_plain_tensors_and_json(saved):
         json.loads(payload[key])
     assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
     assert isinstance(payload["validation_scores"], torch.Tensor)
-    assert {type(v) for k, v in payload.items() if k not in ("state_dict", "validation_scores")} == {str}
+    assert all(isinstance(v, torch.Tensor) for v in payload["scorer_state"].values())
+    tensors = ("state_dict", "validation_scores", "scorer_state")
+    assert {type(v) for k, v in payload.items() if k not in tensors} == {str}
 
 
 def test_load_uses_weights_only(saved, monkeypatch):

@@ -1,0 +1,312 @@
+"""OOD scores on a trained backbone: energy (the paper's), Mahalanobis, deep k-NN, and sums.
+
+Every score follows the package's sign convention: **higher = more in-distribution**.
+
+- ``"energy"``: ``-E(x) = T * logsumexp(f(x) / T)`` of the logits (Liu et al. 2020).
+- ``"mahalanobis"``: ``-min_c (z - mu_c)^T Sigma^{-1} (z - mu_c)``, the negative squared
+  Mahalanobis distance of the penultimate features ``z`` to the closest class mean, with one
+  covariance ``Sigma`` shared by the classes (Lee et al. 2018, without input pre-processing).
+  The means and the covariance are fitted on ID *training* features after fine-tuning; the
+  covariance is the Ledoit-Wolf shrinkage estimate of scikit-learn (equal to the empirical
+  one when there are many more rows than features, well-conditioned when there are not).
+  Without class labels one Gaussian is fitted.
+- ``"knn"``: ``-||z/||z|| - z'_(k)||``, minus the Euclidean distance of the L2-normalised
+  features to the ``k``-th nearest normalised ID training feature (Sun et al. 2022), found
+  with scikit-learn's :class:`~sklearn.neighbors.NearestNeighbors` (a differentiable
+  brute-force twin in torch serves the white-box attacks only).
+- ``"energy+mahalanobis"`` / ``"energy+knn"``: the sum of the two scores after each is
+  standardised (``(s - mean) / std``) with statistics of *held-out* ID data, so neither
+  dominates through its scale.
+
+Features are the input of one layer of the backbone, taken with a forward pre-hook during
+the same forward pass that gives the logits: by default the last :class:`torch.nn.Linear`
+module (the classification head of every built-in backbone, and of most classifiers), or
+the submodule named by ``feature_layer``.
+
+Scorers are small ``nn.Module`` objects whose buffers hold the fitted statistics (so they
+move with ``.to(device)`` and are saved as tensors); :class:`ScoreHead` wraps a backbone and
+a scorer into a module whose single output column *is* the score, so the package's attacks
+(which lower the energy ``-logsumexp`` of a model's outputs, and the energy of one column
+``s`` is ``-s``) raise the chosen score without knowing which score it is.
+
+References
+----------
+.. [1] W. Liu, X. Wang, J. Owens, Y. Li. "Energy-based Out-of-distribution Detection."
+   NeurIPS 2020.
+.. [2] K. Lee, K. Lee, H. Lee, J. Shin. "A Simple Unified Framework for Detecting
+   Out-of-Distribution Samples and Adversarial Attacks." NeurIPS 2018.
+.. [3] Y. Sun, Y. Ming, X. Zhu, Y. Li. "Out-of-Distribution Detection with Deep Nearest
+   Neighbors." ICML 2022.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from sklearn.neighbors import NearestNeighbors
+from torch import nn
+
+from .losses import energy
+
+__all__ = ["SCORES", "FEATURE_SCORES", "feature_layer", "FeatureTap", "EnergyScore",
+           "MahalanobisScore", "KNNScore", "SumScore", "ScoreHead", "LogitsAndFeatures", "build_scorer",
+           "KNN_AUTO_K_MAX", "KNN_AUTO_K_FRACTION"]
+
+#: Names accepted by ``AOEDetector(ood_score=...)``.
+SCORES = ("energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn")
+#: Scores that need the penultimate features.
+FEATURE_SCORES = ("mahalanobis", "knn", "energy+mahalanobis", "energy+knn")
+#: ``knn_k="auto"``: 1% of the ID training features (Sun et al. found ``k`` proportional to
+#: the number of training samples works; 1% gives their k=50 ... 500 range on CIFAR-scale
+#: data), at least 1 and at most this many.
+KNN_AUTO_K_MAX = 50
+KNN_AUTO_K_FRACTION = 0.01
+
+
+def feature_layer(module, name=None):
+    """The submodule whose *input* is the feature vector: ``module.get_submodule(name)``, or
+    the last :class:`torch.nn.Linear` in ``module.modules()`` order when ``name`` is None.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a submodule, or ``name`` is None and the module has no Linear layer.
+    """
+    if name is not None:
+        try:
+            return module.get_submodule(name)
+        except AttributeError:
+            names = [n for n, _ in module.named_modules() if n][:12]
+            raise ValueError(f"`feature_layer`={name!r} is not a submodule of the backbone; "
+                             f"some of its submodules: {names}.") from None
+    linear = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError("Feature scores need the backbone's penultimate features, taken as the "
+                         "input of its last nn.Linear layer, but the backbone has none: pass "
+                         "`feature_layer` the name of the layer whose input are the features.")
+    return linear[-1]
+
+
+class FeatureTap:
+    """Context manager capturing the (flattened, first positional) input of ``layer`` at
+    every forward pass of the model it belongs to; the hook is removed on exit."""
+
+    def __init__(self, layer):
+        self.layer, self.features, self._handle = layer, None, None
+
+    def _hook(self, _module, args):
+        self.features = args[0].flatten(1)
+
+    def __enter__(self):
+        self._handle = self.layer.register_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        return False
+
+
+def _as_tensor(a, dtype=torch.float32):
+    return torch.as_tensor(np.asarray(a), dtype=dtype)
+
+
+class EnergyScore(nn.Module):
+    """``-E(x) = T * logsumexp(f(x) / T)``; needs no features and no fitting."""
+
+    name = "energy"
+    needs_features = False
+
+    def __init__(self, temperature=1.0):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def fit(self, logits, features, labels, generator=None):
+        return self
+
+    def forward(self, logits, features=None):
+        return -energy(logits.float(), self.temperature)
+
+
+class MahalanobisScore(nn.Module):
+    """Negative squared Mahalanobis distance to the closest class mean (shared covariance).
+
+    ``fit(features, labels)``: ``mu_c`` = class means, ``Sigma`` = Ledoit-Wolf estimate of
+    the covariance of the class-centred features (scikit-learn), ``P = Sigma^{-1}``.
+    ``forward``: ``-min_c (z - mu_c)^T P (z - mu_c)``.
+    """
+
+    name = "mahalanobis"
+    needs_features = True
+
+    def __init__(self, n_classes=1, n_features=1):
+        super().__init__()
+        self.register_buffer("means", torch.zeros(n_classes, n_features))
+        self.register_buffer("precision", torch.eye(n_features))
+
+    def fit(self, logits, features, labels, generator=None):
+        z = features.double().numpy()
+        lab = np.zeros(len(z), dtype=np.int64) if labels is None else np.asarray(labels)
+        classes = np.unique(lab)
+        means = np.stack([z[lab == c].mean(0) for c in classes])
+        centred = z - means[np.searchsorted(classes, lab)]
+        cov = LedoitWolf(assume_centered=True).fit(centred)
+        self.means = _as_tensor(means)
+        self.precision = _as_tensor(cov.precision_)
+        return self
+
+    def forward(self, logits, features):
+        z = features.float()
+        d = z[:, None, :] - self.means[None, :, :]                    # (n, C, D)
+        sq = torch.einsum("ncd,de,nce->nc", d, self.precision, d)    # (n, C)
+        return -sq.min(1).values
+
+
+class KNNScore(nn.Module):
+    """Minus the distance of the L2-normalised features to the ``k``-th nearest normalised
+    ID training feature (at most ``max_samples`` of them, drawn at random)."""
+
+    name = "knn"
+    needs_features = True
+
+    def __init__(self, k="auto", max_samples=10000, n_bank=1, n_features=1):
+        super().__init__()
+        self.k, self.max_samples = k, max_samples
+        self.register_buffer("bank", torch.zeros(n_bank, n_features))
+        self._index = None
+
+    @staticmethod
+    def _normalise(z):
+        return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def resolved_k(self):
+        n = len(self.bank)
+        if self.k == "auto":
+            k = int(round(KNN_AUTO_K_FRACTION * n))
+            return max(1, min(KNN_AUTO_K_MAX, k))
+        return int(min(self.k, n))
+
+    def fit(self, logits, features, labels, generator=None):
+        z = features.float()
+        if self.max_samples is not None and len(z) > self.max_samples:
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            z = z[torch.randperm(len(z), generator=g)[: int(self.max_samples)]]
+        self.bank = self._normalise(z)
+        self._index = None
+        return self
+
+    def index(self):
+        """scikit-learn's NearestNeighbors over the bank (built on first use)."""
+        if self._index is None:
+            self._index = NearestNeighbors(n_neighbors=self.resolved_k()).fit(
+                self.bank.detach().cpu().numpy())
+        return self._index
+
+    def forward(self, logits, features):
+        z = self._normalise(features.float())
+        if torch.is_grad_enabled() and z.requires_grad:
+            # differentiable brute force, for white-box attacks on this score
+            dist = torch.cdist(z, self.bank.to(z.dtype))
+            return -dist.topk(self.resolved_k(), dim=1, largest=False).values[:, -1]
+        dist, _ = self.index().kneighbors(z.detach().cpu().numpy(), return_distance=True)
+        return -torch.as_tensor(dist[:, -1], dtype=torch.float32, device=z.device)
+
+    def __getstate__(self):  # the index is rebuilt from the bank, never pickled
+        state = self.__dict__.copy()
+        state["_index"] = None
+        return state
+
+
+class SumScore(nn.Module):
+    """Sum of scores, each standardised with statistics of held-out ID data:
+    ``sum_i (s_i(x) - mean_i) / std_i``."""
+
+    needs_features = True
+
+    def __init__(self, parts):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+        self.name = "+".join(p.name for p in parts)
+        self.register_buffer("mean", torch.zeros(len(parts)))
+        self.register_buffer("std", torch.ones(len(parts)))
+
+    def fit(self, logits, features, labels, generator=None):
+        for p in self.parts:
+            p.fit(logits, features, labels, generator)
+        return self
+
+    def components(self, logits, features):
+        return torch.stack([p(logits, features) for p in self.parts], 1)
+
+    def fit_normalisation(self, components):
+        """Set ``mean``/``std`` from the component scores (n, n_parts) of held-out ID data."""
+        c = components.double()
+        self.mean = c.mean(0).float()
+        std = c.std(0) if len(c) > 1 else torch.ones(c.shape[1], dtype=torch.float64)
+        self.std = torch.where(torch.isfinite(std) & (std > 0), std,
+                               torch.ones_like(std)).float()
+        return self
+
+    def forward(self, logits, features):
+        return ((self.components(logits, features) - self.mean) / self.std).sum(1)
+
+
+def build_scorer(name, *, temperature=1.0, n_classes=1, n_features=1, knn_k="auto",
+                 knn_max_samples=10000, n_bank=1):
+    """An unfitted scorer for ``name`` (one of :data:`SCORES`). The sizes only shape the
+    buffers (for loading saved statistics into them)."""
+    def one(part):
+        if part == "energy":
+            return EnergyScore(temperature)
+        if part == "mahalanobis":
+            return MahalanobisScore(n_classes, n_features)
+        if part == "knn":
+            return KNNScore(knn_k, knn_max_samples, n_bank, n_features)
+        raise ValueError(f"Unknown score {name!r}; choose one of {list(SCORES)}.")
+    if name not in SCORES:
+        raise ValueError(f"Unknown score {name!r}; choose one of {list(SCORES)}.")
+    parts = name.split("+")
+    return one(parts[0]) if len(parts) == 1 else SumScore([one(p) for p in parts])
+
+
+class LogitsAndFeatures(nn.Module):
+    """``backbone`` as a module returning ``cat([logits, features], 1)`` (for batched
+    extraction; split with ``out[:, :n_logits]``)."""
+
+    def __init__(self, backbone, layer_name=None):
+        super().__init__()
+        self.backbone = backbone
+        object.__setattr__(self, "_layer", feature_layer(backbone, layer_name))
+
+    def forward(self, x):
+        with FeatureTap(self._layer) as tap:
+            logits = self.backbone(x)
+        if tap.features is None:
+            raise ValueError("The feature layer was not called in the backbone's forward pass; "
+                             "pass `feature_layer` the name of a layer that is.")
+        object.__setattr__(self, "_layer_width", int(tap.features.shape[1]))
+        return torch.cat([logits.float(), tap.features.float()], 1)
+
+
+class ScoreHead(nn.Module):
+    """``backbone`` and ``scorer`` as one module whose output ``(n, 1)`` is the score.
+
+    The energy of a one-column output ``s`` is ``-logsumexp(s) = -s``, so the package's
+    attacks, which lower the energy of a model's outputs, raise this score: with
+    ``ScoreHead`` they attack whichever score the detector uses (white-box, through the
+    feature statistics). Scoring and attacking are the only uses; it is never trained.
+    """
+
+    def __init__(self, backbone, scorer, layer_name=None):
+        super().__init__()
+        self.backbone, self.scorer = backbone, scorer
+        # a plain attribute, not a registered submodule (it already is one of the backbone)
+        object.__setattr__(self, "_layer", feature_layer(backbone, layer_name)
+                           if getattr(scorer, "needs_features", False) else None)
+
+    def forward(self, x):
+        if not getattr(self.scorer, "needs_features", False):
+            return self.scorer(self.backbone(x), None)[:, None]
+        with FeatureTap(self._layer) as tap:
+            logits = self.backbone(x)
+        return self.scorer(logits.float(), tap.features.float())[:, None]

@@ -1,0 +1,327 @@
+"""Feature-space scores vs the post-hoc peers (issue 12), with a design/evaluation split.
+
+For every seed: one plain cross-entropy backbone (CE) is trained, and OE and AOE-FGSM are
+fine-tuned from copies of it with ``AOEDetector``; every score of ``aoe_detect.scores`` and
+every pytorch-ood peer (MSP, energy, max-logit, Mahalanobis, deep k-NN, ViM) is computed on
+all three backbones from the same features.
+
+Protocol (written before any result was seen):
+
+- **Design split** (chooses the default ``ood_score``): Fashion-MNIST classes 0-5 as ID and
+  the *held-out classes* 6-9 (shirt, sneaker, bag, ankle boot) of its test split as OOD (near
+  OOD, made from ID-domain data only), and scikit-learn digits 0-4 (standardised, MLP) with
+  digits 5-9 as OOD. Rule: the default is the score with the highest mean AUROC over the
+  design tasks on the AOE backbone (ties: lower mean FPR@95).
+- **Evaluation** (reported, never used to choose): Fashion-MNIST all 10 classes as ID; OOD:
+  MNIST, digits28, photo patches (non-noise) and Gaussian/uniform noise; adversarial AUROC
+  of PGD-10 (eps 0.03) against each detector's own score on the MNIST images.
+
+Run: ``python benchmarks/scores_study.py --seeds 3 --data-root /tmp/aoe_data``
+(needs pytorch-ood: ``pip install -e ".[bench]"``). Writes ``benchmarks/results/scores_study.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.preprocessing import StandardScaler
+
+from aoe_detect import AOEDetector
+from aoe_detect import datasets as ds
+from aoe_detect.attacks import PGD
+from aoe_detect.metrics import ood_report
+from aoe_detect.scores import SCORES, LogitsAndFeatures, ScoreHead, SumScore, build_scorer
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PEERS = ("msp", "energy", "maxlogit", "mahalanobis", "knn", "vim")
+
+
+def _stratified(y, n, seed):
+    rng = np.random.RandomState(seed)
+    classes = np.unique(y)
+    per = n // len(classes)
+    idx = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
+    return np.sort(np.concatenate(idx))
+
+
+def _img(x):
+    return torch.from_numpy(x.astype(np.float32) / 255.0)[:, None]
+
+
+def _features(module, X, batch=512):
+    head = LogitsAndFeatures(module).eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(X), batch):
+            outs.append(head(X[i:i + batch]))
+    out = torch.cat(outs)
+    k = out.shape[1] - head._layer_width
+    return out[:, :k], out[:, k:]
+
+
+def _own_scores(module, train, val, evals, y_train, gen):
+    """Every aoe_detect score: fitted on train features, sums standardised on val."""
+    lt, ft = train
+    res = {}
+    for name in SCORES:
+        sc = build_scorer(name)
+        sc.fit(lt, ft, y_train, gen)
+        if isinstance(sc, SumScore):
+            sc.fit_normalisation(sc.components(*val))
+        with torch.inference_mode():
+            res[name] = {k: sc(l, f).double().numpy() for k, (l, f) in evals.items()}
+        res[name]["_scorer"] = sc
+    return res
+
+
+def _peer_scores(module, train, evals, y_train):
+    import pytorch_ood.detector as pd
+
+    lt, ft = train
+    fc = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+    maha = pd.Mahalanobis(None).fit_features(ft, torch.as_tensor(y_train))
+    knn = pd.KNN(None, k=50).fit_features(ft, torch.as_tensor(y_train))
+    vim = pd.ViM(None, d=min(64, ft.shape[1] // 2), w=fc.weight, b=fc.bias)
+    vim.fit_features(ft, torch.as_tensor(y_train))
+    res = {p: {} for p in PEERS}
+    for k, (l, f) in evals.items():  # pytorch-ood scores are outlier scores: negate
+        res["msp"][k] = -pd.MaxSoftmax.score(l).double().numpy()
+        res["energy"][k] = -pd.EnergyBased.score(l).double().numpy()
+        res["maxlogit"][k] = -pd.MaxLogit.score(l).double().numpy()
+        res["mahalanobis"][k] = -maha.predict_features(f).double().numpy()
+        res["knn"][k] = -np.asarray(knn.predict_features(f), dtype=np.float64)
+        res["vim"][k] = -vim.predict_features(f).double().numpy()
+    return res
+
+
+def _metrics(scores, ood_names):
+    out = {}
+    for o in ood_names:
+        r = ood_report(scores["id"], scores[o])
+        out[o] = {"auroc": float(r["auroc"]), "fpr95": float(r["fpr95"])}
+    return out
+
+
+def _adversarial(module, scorer, X_ood, X_id_scores, eps):
+    head = ScoreHead(module, scorer).eval()
+    att = PGD(steps=10)
+    gen = torch.Generator().manual_seed(0)
+    adv = att.perturb(head, X_ood, eps, clip=(0.0, 1.0), temperature=1.0, generator=gen)
+    with torch.inference_mode():
+        s = head(adv)[:, 0].double().numpy()
+    return float(ood_report(X_id_scores, s)["auroc"])
+
+
+def _fit_three(X, y, seed, pre, ft, backbone=None):
+    common = dict(random_state=seed, batch_size=128, device="cpu")
+    ce = AOEDetector(backbone=backbone or "auto", outliers=None, pretrain_epochs=pre, epochs=0,
+                     **common).fit(X, y)
+    out = {"ce": ce}
+    for name, attack in (("oe", None), ("aoe", "fgsm")):
+        out[name] = AOEDetector(backbone=copy.deepcopy(ce.module_), pretrain_epochs=0, epochs=ft,
+                                attack=attack, **common).fit(X, y)
+    return out
+
+
+def _run_task(task, seed, gen, adversarial=False, eps=0.03):
+    X_tr, y_tr, X_val, evals_x, ood_names, pre, ft = task["data"]
+    t0 = time.time()
+    nets = _fit_three(X_tr.numpy() if task["tabular"] else (X_tr[:, 0].numpy() * 255).round().astype(np.uint8),
+                      y_tr, seed, pre, ft)
+    fit_s = time.time() - t0
+    rows = {}
+    for bb, det in nets.items():
+        m = det.module_.eval()
+        train = _features(m, X_tr)
+        val = _features(m, X_val)
+        evals = {k: _features(m, v) for k, v in evals_x.items()}
+        acc = float((evals["id"][0].argmax(1).numpy() == task["y_id"]).mean())
+        own = _own_scores(m, train, val, evals, y_tr, gen)
+        peers = _peer_scores(m, train, evals, y_tr)
+        rows[bb] = {"accuracy": acc, "own": {}, "peer": {}}
+        for name, sc in own.items():
+            scorer = sc.pop("_scorer")
+            rows[bb]["own"][name] = _metrics(sc, ood_names)
+            if adversarial and "mnist" in evals_x:
+                rows[bb]["own"][name]["adv_auroc_mnist"] = _adversarial(
+                    m, scorer, evals_x["mnist"][:1000], sc["id"], eps)
+        for name, sc in peers.items():
+            rows[bb]["peer"][name] = _metrics(sc, ood_names)
+    rows["fit_seconds"] = fit_s
+    return rows
+
+
+def design_tasks(data_root, n_fashion):
+    Xf, yf = ds.load_fashion_mnist(root=data_root, split="train")
+    Xt, yt = ds.load_fashion_mnist(root=data_root, split="test")
+    keep = np.flatnonzero(yf < 6)
+    idx = keep[_stratified(yf[keep], n_fashion, 11)]
+    val = keep[_stratified(yf[keep], 1200, 12)]
+    val = np.setdiff1d(val, idx)
+    te_id = np.flatnonzero(yt < 6)[:3000]
+    te_ood = np.flatnonzero(yt >= 6)[:2000]
+    fashion = {"name": "fashion_0-5_vs_6-9", "tabular": False, "y_id": yt[te_id],
+               "data": (_img(Xf[idx]), yf[idx], _img(Xf[val]),
+                        {"id": _img(Xt[te_id]), "heldout_classes": _img(Xt[te_ood])},
+                        ["heldout_classes"], 3, 2)}
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.RandomState(13)
+    idd = rng.permutation(np.flatnonzero(y < 5))
+    tr, va, te = idd[:600], idd[600:700], idd[700:]
+    sc = StandardScaler().fit(X[tr])
+    f = lambda a: torch.from_numpy(sc.transform(a).astype(np.float32))  # noqa: E731
+    digits = {"name": "digits_0-4_vs_5-9", "tabular": True, "y_id": y[te],
+              "data": (f(X[tr]), y[tr], f(X[va]), {"id": f(X[te]), "digits_5-9": f(X[y >= 5])},
+                       ["digits_5-9"], 10, 5)}
+    return [fashion, digits]
+
+
+def eval_task(data_root, n_train):
+    Xf, yf = ds.load_fashion_mnist(root=data_root, split="train")
+    Xt, yt = ds.load_fashion_mnist(root=data_root, split="test")
+    idx = _stratified(yf, n_train, 21)
+    val = np.setdiff1d(_stratified(yf, n_train + 2000, 22), idx)[:2000]
+    te = _stratified(yt, 5000, 23)
+    n = 2000
+    mnist = ds.load_mnist(root=os.path.join(data_root, "mnist"), split="test")[0]
+    rng = np.random.RandomState(24)
+    ood = {"mnist": mnist[np.sort(rng.permutation(len(mnist))[:n])],
+           "digits28": ds.load_digits28(split="test")[0][:n],
+           "photo_patches": ds.load_photo_patches(n, random_state=25),
+           "gaussian_noise": ds.noise_images("gaussian", n, random_state=26),
+           "uniform_noise": ds.noise_images("uniform", n, random_state=27)}
+    evals = {"id": _img(Xt[te]), **{k: _img(v) for k, v in ood.items()}}
+    return {"name": "fashion_all_vs_ood", "tabular": False, "y_id": yt[te],
+            "data": (_img(Xf[idx]), yf[idx], _img(Xf[val]), evals, list(ood), 3, 2)}
+
+
+def _mean(rows, bb, kind, name, sets, metric):
+    return float(np.mean([r[bb][kind][name][s][metric] for r in rows for s in sets]))
+
+
+def choose_default(design):
+    table = {}
+    for name in SCORES:
+        au = np.mean([_mean(rows, "aoe", "own", name, sets, "auroc") for rows, sets in design])
+        fp = np.mean([_mean(rows, "aoe", "own", name, sets, "fpr95") for rows, sets in design])
+        table[name] = (float(au), float(fp))
+    best = sorted(table, key=lambda k: (-round(table[k][0], 4), table[k][1]))[0]
+    return best, table
+
+
+def report(res):
+    L = ["# Feature-space scores vs post-hoc peers (issue 12)", "",
+         f"Command: `{res['command']}`  ", f"Machine: {res['machine']}; seeds {res['seeds']}; "
+         f"{res['minutes']:.1f} min.", "",
+         "All detectors share one backbone per seed and row: CE = plain cross-entropy "
+         "(3 epochs), OE / AOE = 2 epochs of outlier exposure (default outliers) fine-tuned "
+         "from a copy of the CE net. Peers are pytorch-ood's detectors on the same features. "
+         "AUROC / FPR@95 (ID-positive), mean over seeds.", "",
+         "## Design split (chooses the default score)", ""]
+    for tname, t in res["design"].items():
+        L += [f"### {tname}", "", "| backbone | score | AUROC | FPR@95 |", "|---|---|---|---|"]
+        for bb in ("ce", "oe", "aoe"):
+            for kind in ("own", "peer"):
+                for name in (SCORES if kind == "own" else PEERS):
+                    au = _mean(t["rows"], bb, kind, name, t["sets"], "auroc")
+                    fp = _mean(t["rows"], bb, kind, name, t["sets"], "fpr95")
+                    label = name if kind == "own" else f"peer: {name}"
+                    L.append(f"| {bb} | {label} | {au:.3f} | {fp:.3f} |")
+        L.append("")
+    L += ["Design rule: highest mean AUROC over the design tasks on the AOE backbone.", "",
+          "| score | mean AUROC | mean FPR@95 |", "|---|---|---|"]
+    for k, (a, f) in res["choice_table"].items():
+        L.append(f"| {k} | {a:.3f} | {f:.3f} |")
+    L += ["", f"**Chosen default: `{res['chosen']}`**", ""]
+    ev = res.get("evaluation")
+    if ev:
+        sets, near = ev["sets"], [s for s in ev["sets"] if "noise" not in s]
+        L += ["## Evaluation (Fashion-MNIST, all classes ID; played no part in the choice)", "",
+              "Mean over the non-noise sets (" + ", ".join(near) + ") and over all sets; "
+              "per-set AUROC; adversarial = PGD-10 eps 0.03 on MNIST against the score itself.",
+              "", "| backbone | score | AUROC non-noise | FPR@95 non-noise | AUROC all | "
+              + " | ".join(sets) + " | adv. AUROC | ID acc |",
+              "|---|---|---|---|---|" + "---|" * len(sets) + "---|---|"]
+        rows = ev["rows"]
+        for bb in ("ce", "oe", "aoe"):
+            acc = np.mean([r[bb]["accuracy"] for r in rows])
+            for kind in ("own", "peer"):
+                for name in (SCORES if kind == "own" else PEERS):
+                    a1 = _mean(rows, bb, kind, name, near, "auroc")
+                    f1 = _mean(rows, bb, kind, name, near, "fpr95")
+                    a2 = _mean(rows, bb, kind, name, sets, "auroc")
+                    per = [_mean(rows, bb, kind, name, [s], "auroc") for s in sets]
+                    adv = (np.mean([r[bb][kind][name].get("adv_auroc_mnist", np.nan) for r in rows])
+                           if kind == "own" else np.nan)
+                    label = name if kind == "own" else f"peer: {name}"
+                    L.append(f"| {bb} | {label} | {a1:.3f} | {f1:.3f} | {a2:.3f} | "
+                             + " | ".join(f"{p:.3f}" for p in per)
+                             + f" | {'' if np.isnan(adv) else f'{adv:.3f}'} | {acc:.3f} |")
+        L.append("")
+        L += ["### Per seed: chosen default on AOE vs the best peer (non-noise mean)", "",
+              "| seed | chosen AUROC | chosen FPR@95 | best peer | its AUROC | its FPR@95 |",
+              "|---|---|---|---|---|---|"]
+        for i, r in enumerate(rows):
+            ca = np.mean([r["aoe"]["own"][res["chosen"]][s]["auroc"] for s in near])
+            cf = np.mean([r["aoe"]["own"][res["chosen"]][s]["fpr95"] for s in near])
+            best = max(((bb, p) for bb in ("ce", "oe", "aoe") for p in PEERS),
+                       key=lambda t: np.mean([r[t[0]]["peer"][t[1]][s]["auroc"] for s in near]))
+            pa = np.mean([r[best[0]]["peer"][best[1]][s]["auroc"] for s in near])
+            pf = np.mean([r[best[0]]["peer"][best[1]][s]["fpr95"] for s in near])
+            L.append(f"| {res['seeds'][i]} | {ca:.3f} | {cf:.3f} | {best[1]} on {best[0]} | "
+                     f"{pa:.3f} | {pf:.3f} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--data-root", default="/tmp/aoe_data")
+    ap.add_argument("--n-design", type=int, default=12000)
+    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--out", default=os.path.join(RESULTS, "scores_study"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    t0 = time.time()
+    seeds = list(range(a.seeds))
+    design = {t["name"]: {"rows": [], "sets": t["data"][4]} for t in design_tasks(a.data_root, a.n_design)}
+    tasks = design_tasks(a.data_root, a.n_design)
+    for seed in seeds:
+        for t in tasks:
+            gen = torch.Generator().manual_seed(seed)
+            design[t["name"]]["rows"].append(_run_task(t, seed, gen))
+            print(f"design {t['name']} seed {seed} done at {time.time() - t0:.0f}s", flush=True)
+    chosen, table = choose_default([(d["rows"], d["sets"]) for d in design.values()])
+    print("chosen", chosen, table, flush=True)
+    res = {"command": "python benchmarks/scores_study.py " + " ".join(argv or sys.argv[1:]),
+           "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+           "seeds": seeds, "design": design, "choice_table": table, "chosen": chosen}
+    if not a.skip_eval:
+        t = eval_task(a.data_root, a.n_train)
+        rows = []
+        for seed in seeds:
+            rows.append(_run_task(t, seed, torch.Generator().manual_seed(seed), adversarial=True))
+            print(f"eval seed {seed} done at {time.time() - t0:.0f}s", flush=True)
+        res["evaluation"] = {"rows": rows, "sets": t["data"][4]}
+    res["minutes"] = (time.time() - t0) / 60
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out + ".json", "w") as fh:
+        json.dump(res, fh, indent=1, default=float)
+    with open(a.out + ".md", "w") as fh:
+        fh.write(report(res))
+    print(report(res))
+
+
+if __name__ == "__main__":
+    main()
