@@ -27,7 +27,7 @@ from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
 from .outliers import OUTLIER_SOURCES, resolve_outliers
-from .scores import (FEATURE_SCORES, SCORES, FeatureTap, LogitsAndFeatures, ScoreHead, SumScore,
+from .scores import (FEATURE_SCORES, SCORES, LogitsAndFeatures, ScoreHead, SumScore,
                      build_scorer, feature_layer)
 
 __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
@@ -77,20 +77,6 @@ def _seed_from(random_state):
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
-class _Components(torch.nn.Module):
-    """A score head returning the standardisable component scores of a sum of scores."""
-
-    def __init__(self, head):
-        super().__init__()
-        self.head = head
-
-    def forward(self, x):
-        head = self.head
-        with FeatureTap(head._layer) as tap:
-            logits = head.backbone(x)
-        return head.scorer.components(logits.float(), tap.features.float())
 
 
 class AOEDetector(OutlierMixin, BaseEstimator):
@@ -604,8 +590,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             scorer = scorer.to(self.device_)
             if isinstance(scorer, SumScore):
                 comp = self._apply(X_val, lambda t: t, np.float32,
-                                   model=_Components(ScoreHead(self.module_, scorer,
-                                                               self.feature_layer)),
+                                   model=ScoreHead(self.module_, scorer, self.feature_layer,
+                                                   components=True),
                                    tail=(len(scorer.parts),))
                 scorer.fit_normalisation(torch.from_numpy(comp).to(self.device_))
         self.scorer_ = scorer.to(self.device_)

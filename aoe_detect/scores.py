@@ -297,9 +297,9 @@ class ScoreHead(nn.Module):
     feature statistics). Scoring and attacking are the only uses; it is never trained.
     """
 
-    def __init__(self, backbone, scorer, layer_name=None):
+    def __init__(self, backbone, scorer, layer_name=None, components=False):
         super().__init__()
-        self.backbone, self.scorer = backbone, scorer
+        self.backbone, self.scorer, self.components = backbone, scorer, components
         # a plain attribute, not a registered submodule (it already is one of the backbone)
         object.__setattr__(self, "_layer", feature_layer(backbone, layer_name)
                            if getattr(scorer, "needs_features", False) else None)
@@ -309,4 +309,6 @@ class ScoreHead(nn.Module):
             return self.scorer(self.backbone(x), None)[:, None]
         with FeatureTap(self._layer) as tap:
             logits = self.backbone(x)
+        if self.components:  # the parts of a SumScore, before standardisation: (n, n_parts)
+            return self.scorer.components(logits.float(), tap.features.float())
         return self.scorer(logits.float(), tap.features.float())[:, None]

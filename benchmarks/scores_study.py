@@ -153,7 +153,7 @@ def _run_task(task, seed, gen, adversarial=False, eps=0.03):
             rows[bb]["own"][name] = _metrics(sc, ood_names)
             if adversarial and "mnist" in evals_x:
                 rows[bb]["own"][name]["adv_auroc_mnist"] = _adversarial(
-                    m, scorer, evals_x["mnist"][:1000], sc["id"], eps)
+                    m, scorer, evals_x["mnist"][:500], sc["id"], eps)
         for name, sc in peers.items():
             rows[bb]["peer"][name] = _metrics(sc, ood_names)
     rows["fit_seconds"] = fit_s
@@ -283,6 +283,60 @@ def report(res):
     return "\n".join(L)
 
 
+def plot(res, out):
+    """Two PNGs: AUROC of every score on CE/OE/AOE (evaluation, non-noise mean, with the
+    peers), and per-set AUROC of the chosen score vs the best peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = res.get("evaluation")
+    if not ev:
+        return []
+    rows, sets = ev["rows"], ev["sets"]
+    near = [s for s in sets if "noise" not in s]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names = [("own", n) for n in SCORES] + [("peer", n) for n in PEERS]
+    width = 0.27
+    for i, bb in enumerate(("ce", "oe", "aoe")):
+        vals = [_mean(rows, bb, k, n, near, "auroc") for k, n in names]
+        errs = [np.std([np.mean([r[bb][k][n][s]["auroc"] for s in near]) for r in rows])
+                for k, n in names]
+        ax.bar(np.arange(len(names)) + (i - 1) * width, vals, width, yerr=errs,
+               label=bb.upper(), capsize=2)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels([n if k == "own" else f"peer: {n}" for k, n in names], fontsize=8,
+                       rotation=30, ha="right")
+    ax.set_ylim(0.4, 1.0)
+    ax.set_ylabel("AUROC, mean over " + ", ".join(near))
+    ax.set_title("Fashion-MNIST ID: each score on the CE / OE / AOE backbone (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    p1 = out + "_auroc.png"
+    fig.savefig(p1, dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    chosen = res["chosen"]
+    for j, (bb, kind, name, label) in enumerate(
+            (("aoe", "own", chosen, f"AOE + {chosen} (default)"),
+             ("aoe", "own", "energy", "AOE + energy (paper)"),
+             ("ce", "peer", "mahalanobis", "CE + pytorch-ood Mahalanobis"),
+             ("oe", "own", "energy", "OE + energy"))):
+        vals = [_mean(rows, bb, kind, name, [s], "auroc") for s in sets]
+        ax.bar(np.arange(len(sets)) + (j - 1.5) * 0.2, vals, 0.2, label=label)
+    ax.set_xticks(np.arange(len(sets)))
+    ax.set_xticklabels(sets, fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel("AUROC (mean over seeds)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    p2 = out + "_per_set.png"
+    fig.savefig(p2, dpi=110)
+    plt.close(fig)
+    return [p1, p2]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
@@ -291,28 +345,43 @@ def main(argv=None):
     ap.add_argument("--n-train", type=int, default=20000)
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--out", default=os.path.join(RESULTS, "scores_study"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=None,
+                    help="JSON file of finished (task, seed) rows: reused, and written after each")
     a = ap.parse_args(argv)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(a.threads)
     t0 = time.time()
     seeds = list(range(a.seeds))
-    design = {t["name"]: {"rows": [], "sets": t["data"][4]} for t in design_tasks(a.data_root, a.n_design)}
+    cache_path = a.cache or a.out + ".partial.json"
+    cache = json.load(open(cache_path)) if os.path.exists(cache_path) else {}
+
+    def cached(key, fn):
+        if key not in cache:
+            cache[key] = fn()
+            with open(cache_path, "w") as fh:
+                json.dump(cache, fh, default=float)
+            print(f"{key} done at {time.time() - t0:.0f}s", flush=True)
+        return cache[key]
+
     tasks = design_tasks(a.data_root, a.n_design)
+    design = {t["name"]: {"rows": [], "sets": t["data"][4]} for t in tasks}
     for seed in seeds:
         for t in tasks:
-            gen = torch.Generator().manual_seed(seed)
-            design[t["name"]]["rows"].append(_run_task(t, seed, gen))
-            print(f"design {t['name']} seed {seed} done at {time.time() - t0:.0f}s", flush=True)
+            design[t["name"]]["rows"].append(cached(
+                f"design/{t['name']}/{seed}",
+                lambda: _run_task(t, seed, torch.Generator().manual_seed(seed))))
     chosen, table = choose_default([(d["rows"], d["sets"]) for d in design.values()])
     print("chosen", chosen, table, flush=True)
     res = {"command": "python benchmarks/scores_study.py " + " ".join(argv or sys.argv[1:]),
+           "threads": a.threads,
            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
            "seeds": seeds, "design": design, "choice_table": table, "chosen": chosen}
     if not a.skip_eval:
         t = eval_task(a.data_root, a.n_train)
-        rows = []
-        for seed in seeds:
-            rows.append(_run_task(t, seed, torch.Generator().manual_seed(seed), adversarial=True))
-            print(f"eval seed {seed} done at {time.time() - t0:.0f}s", flush=True)
+        rows = [cached(f"eval/{t['name']}/{seed}",
+                       lambda: _run_task(t, seed, torch.Generator().manual_seed(seed),
+                                         adversarial=True))
+                for seed in seeds]
         res["evaluation"] = {"rows": rows, "sets": t["data"][4]}
     res["minutes"] = (time.time() - t0) / 60
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
@@ -320,6 +389,10 @@ def main(argv=None):
         json.dump(res, fh, indent=1, default=float)
     with open(a.out + ".md", "w") as fh:
         fh.write(report(res))
+    try:
+        plot(res, a.out)
+    except ImportError:  # matplotlib is optional
+        pass
     print(report(res))
 
 

@@ -75,7 +75,7 @@ PROFILES = {
                   batch_size=128),
 }
 TARGETS = {"aoe_over_floor": 1.05, "fit_over_hand": 1.05, "score_throughput": 0.95,
-           "memory_ratio": 1.10}
+           "memory_ratio": 1.10, "feature_score_throughput": 0.90}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -387,6 +387,36 @@ def scoring_section(prof, det_module, device, log):
             "ratios": ratios, "ratio": float(np.median(ratios))}
 
 
+def feature_scoring_section(prof, device, log, n_train=12000, rounds=5):
+    """Ratio 6: score_samples throughput of each feature score / the energy score, on the
+    same small CNN (no training: epochs=0), with the k-NN bank at its default size."""
+    from aoe_detect import AOEDetector
+    from aoe_detect.scores import SCORES
+
+    rng = np.random.RandomState(2)
+    X_fit = rng.randint(0, 256, (n_train, 28, 28), dtype=np.uint8)
+    y_fit = np.arange(n_train) % 10
+    X = _images(rng.randint(0, 256, (prof["n_score"], 28, 28), dtype=np.uint8))
+    dets = {name: AOEDetector(backbone="small_cnn", pretrain_epochs=0, epochs=0, outliers=None,
+                              ood_score=name, random_state=0, device=device).fit(X_fit, y_fit)
+            for name in SCORES}
+    times = {name: [] for name in SCORES}
+    for det in dets.values():
+        det.score_samples(X[:512])  # warm-up (and builds the k-NN index)
+    for _ in range(rounds):  # interleaved, so load changes hit every score alike
+        for name, det in dets.items():
+            gc.collect()
+            t = _clock()
+            det.score_samples(X)
+            times[name].append(_clock() - t)
+    out = {"n": len(X), "n_train": n_train, "seconds": times,
+           "bank": int(dets["knn"].scorer_.bank.shape[0]), "k": dets["knn"].scorer_.resolved_k()}
+    out["ratio"] = {name: float(np.median([e / t for e, t in zip(times["energy"], times[name])]))
+                    for name in SCORES}
+    log("  " + ", ".join(f"{k}: {v:.3f}" for k, v in out["ratio"].items()))
+    return out
+
+
 def _fitted_like(module, device):
     """A fitted built-in small-CNN detector (speed does not depend on the weights; a
     built-in backbone can be saved and loaded without passing the module)."""
@@ -549,6 +579,21 @@ def gpu_wrn_section(device, log, n=10000, amp="bf16"):
 
 
 # ----------------------------------------------------------------------------- report
+def feature_rows(feat):
+    rows = []
+    for name, v in feat["ratio"].items():
+        if name == "energy":
+            continue
+        rows.append({"id": f"6 {name}", "what": f"score_samples throughput, ood_score={name!r} / "
+                                                "'energy' (same small CNN)",
+                     "value": v,
+                     "reference": f"{feat['n']} inputs, fitted on {feat['n_train']} (k-NN bank "
+                                  f"{feat['bank']}, k={feat['k']}); median of interleaved rounds",
+                     "target": f">= {TARGETS['feature_score_throughput']:.2f}",
+                     "pass": v >= TARGETS["feature_score_throughput"]})
+    return rows
+
+
 def summarise(speed, quality, score, mem, prof):
     med = lambda v: float(np.median(v))  # noqa: E731
     rows = []
@@ -709,9 +754,12 @@ def run(args):
         if device.type == "cpu":
             log(f"[{device.type}] scoring memory (fresh processes)")
             mem = memory_section(prof, data["base"], args.threads, log, args.tmpdir)
+        log(f"[{device.type}] feature-score throughput")
+        feat = feature_scoring_section(prof, device, log)
         rows, attack_rows = summarise(speed, quality, score, mem, prof)
+        rows += feature_rows(feat)
         sec = {"rows": rows, "attacks": attack_rows, "speed_rounds": speed, "quality": quality,
-               "scoring": score, "memory": mem, "clock": CLOCK["name"]}
+               "scoring": score, "memory": mem, "feature_scoring": feat, "clock": CLOCK["name"]}
         if device.type == "cuda":
             log("[cuda] WRN-40-2 images/second with AMP")
             sec["wrn"] = gpu_wrn_section(device, log)
@@ -781,6 +829,8 @@ def main(argv=None):
     p.add_argument("--cpu-only", action="store_true", help="skip the GPU rows on CUDA machines")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.add_argument("--note", action="append", help="a note to add to the results file")
+    p.add_argument("--scores-only", action="store_true",
+                   help="only row 6: feature-score vs energy-score throughput")
     p.add_argument("--memory-worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--memory-kind", default="array", help=argparse.SUPPRESS)
@@ -788,7 +838,41 @@ def main(argv=None):
     if args.memory_worker:
         memory_worker(args.memory_worker, args.model, args.threads, args.memory_kind)
         return 0
+    if args.scores_only:
+        return scores_only(args)
     run(args)
+    return 0
+
+
+def scores_only(args):
+    """Row 6 alone (``--scores-only``): writes ``speed_scores.json`` and ``.md``."""
+    torch.set_num_threads(args.threads)
+    prof = dict(PROFILES["quick" if args.quick else "full"])
+    device = torch.device("cpu")
+    _set_clock(device)
+    feat = feature_scoring_section(prof, device, print)
+    rows = feature_rows(feat)
+    info = machine_info(args.threads)
+    cmd = "python benchmarks/speed.py --scores-only" + (" --quick" if args.quick else "")
+    lines = ["# Feature-score throughput (row 6 of the speed benchmark)", "",
+             f"Command: `{cmd}`; {info.get('cpu_model', info['processor'])}, "
+             f"{info['cpu_count']} CPUs, torch {info['torch']}.",
+             f"Clock: {CLOCK['name']}; torch threads {args.threads}.", "",
+             "| row | ratio | value | target | pass |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['id']} | {r['what']} | {r['value']:.3f} | {r['target']} | "
+                     f"{'yes' if r['pass'] else 'NO'} |")
+    lines += ["", "Reference: " + rows[0]["reference"], "",
+              "Seconds per round: " + "; ".join(f"{k}: " + ", ".join(f"{t:.2f}" for t in v)
+                                                for k, v in feat["seconds"].items())]
+    if not args.no_write:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "speed_scores.json"), "w") as f:
+            json.dump({"command": cmd, "rows": rows, "feature_scoring": feat}, f, indent=2,
+                      default=float)
+        with open(os.path.join(args.out, "speed_scores.md"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 

@@ -16,6 +16,7 @@ PUBLIC_MODULES = [
     "aoe_detect.detector",
     "aoe_detect.losses",
     "aoe_detect.attacks",
+    "aoe_detect.scores",
     "aoe_detect.outliers",
     "aoe_detect.generative",
     "aoe_detect.backbones",

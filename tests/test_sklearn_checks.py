@@ -20,6 +20,8 @@ def _expected_failed_checks(estimator):
     return EXPECTED_FAILED
 
 
-@parametrize_with_checks([AOEDetector(**TINY)], expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks([AOEDetector(**TINY), AOEDetector(**TINY, ood_score="energy+mahalanobis"),
+                          AOEDetector(**TINY, ood_score="knn")],
+                         expected_failed_checks=_expected_failed_checks)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
