@@ -189,7 +189,7 @@ BAD_METHODS = [
     ("score sparse tensor", lambda d: d.score_samples(torch.as_tensor(X).to_sparse()), r"`X` is a sparse tensor"),
     ("recalibrate contamination", lambda d: d.recalibrate(contamination=0.7), r"`contamination` must be in"),
     ("recalibrate bad X", lambda d: d.recalibrate(X[:, :1], contamination=0.1), r"X has 1 features"),
-    ("perturb epsilon < 0", lambda d: d.perturb(X, epsilon=-1.0), r"`epsilon` must be None or finite"),
+    ("perturb epsilon < 0", lambda d: d.perturb(X, epsilon=-1.0), r"`epsilon` must be None, a number >= 0"),
     ("perturb attack unknown", lambda d: d.perturb(X, attack="cw"), r"Unknown `attack` 'cw'; valid names"),
     ("perturb direction", lambda d: d.perturb(X, direction=0), r"`direction` must be"),
     ("score y length", lambda d: d.score(X, Y[:-1]), r"y has 79 entries"),

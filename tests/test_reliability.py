@@ -27,6 +27,7 @@ from torch import nn
 
 import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning
+from aoe_detect.detector import CalibrationWarning
 
 TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
             outliers="uniform")
@@ -193,10 +194,9 @@ BAD_TABULAR = [
     case(FIT, ValueError, r"'contamination' parameter.*range \(0\.0, 0\.5\].*Got 0\.6", "contamination-0.6", contamination=0.6),
     case(FIT, ValueError, r"'contamination' parameter.*Got nan", "contamination-nan", contamination=float("nan")),
     case(FIT, ValueError, r"'lr' parameter.*range \(0\.0, inf\)", "lr-0", lr=0.0),
-    case(FIT, ValueError, r"'temperature' parameter.*range \(0\.0, inf\)", "temperature-0", temperature=0.0),
     case(FIT, ValueError, r"'attack_fraction' parameter.*\[0\.0, 1\.0\]", "attack_fraction-1.5", attack_fraction=1.5),
     case(FIT, ValueError, r"'validation_fraction' parameter.*\[0\.0, 1\.0\)", "validation_fraction-1", validation_fraction=1.0),
-    case(FIT, ValueError, r"`m_in` must be a finite number or 'auto', got nan", "m_in-nan", m_in=float("nan")),
+    case(FIT, ValueError, r"'m_in' parameter.*Got nan", "m_in-nan", m_in=float("nan")),
     case(FIT, ValueError, r"`m_out` \(0\.5\) must be greater than `m_in` \(1\.0\)", "m_out-below-m_in", m_in=1.0, m_out=0.5),
     case(FIT, ValueError, r"`input_range` must be 'auto', None or \(low, high\) with finite low < high, got \(1\.0, 0\.0\)", "input_range-reversed", input_range=(1.0, 0.0)),
     case(FIT, ValueError, r"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'", "device-unknown", device="tpu"),
@@ -216,7 +216,7 @@ BAD_TABULAR = [
     case(lambda d: d.fit(X, np.where(Y == 1, 5, 0)), ValueError, r"`y` has label 5 but the backbone outputs only 2 logits", "y-beyond-backbone-logits", backbone=nn.Linear(2, 2)),
     # fails only after a new module was built: the old fitted state must come back
     case(FIT, ValueError, r"outlier source returned.*expected samples of shape \(2,\)", "outlier-source-shape", outliers=WrongShapeSource()),
-    case(FIT, ValueError, r"`m_out` \(-1000000\.0\) must be greater than `m_in`", "m_out-below-auto-m_in", m_in="auto", m_out=-1e6),
+    case(FIT, ValueError, r"`m_out` \(-1000\.0\) must be greater than `m_in`", "m_out-below-auto-m_in", m_in="auto", m_out=-1e3),
     # methods of a fitted detector
     case(lambda d: d.score_samples(X[:, :1]), ValueError, r"X has 1 features, but AOEDetector is expecting 2 features", "score-fewer-features"),
     case(lambda d: d.predict(np.c_[X, X]), ValueError, r"X has 4 features, but AOEDetector is expecting 2 features", "predict-more-features"),
@@ -229,8 +229,8 @@ BAD_TABULAR = [
     case(lambda d: d.score_samples(_with(X, (0, 0), -1e39)), ValueError, r"`X` has values too large for float32", "score-float32-overflow"),
     case(lambda d: d.recalibrate(contamination=0.7), ValueError, r"`contamination` must be in \(0, 0\.5\], got 0\.7", "recalibrate-contamination"),
     case(lambda d: d.recalibrate(X[:, :1], contamination=0.1), ValueError, r"X has 1 features", "recalibrate-bad-X"),
-    case(lambda d: d.perturb(X, epsilon=-1.0), ValueError, r"`epsilon` must be None or finite and >= 0, got -1\.0", "perturb-epsilon-negative"),
-    case(lambda d: d.perturb(X, epsilon=float("nan")), ValueError, r"`epsilon` must be None or finite and >= 0, got nan", "perturb-epsilon-nan"),
+    case(lambda d: d.perturb(X, epsilon=-1.0), ValueError, r"`epsilon` must be None, a number >= 0.*got -1\.0", "perturb-epsilon-negative"),
+    case(lambda d: d.perturb(X, epsilon=float("nan")), ValueError, r"`epsilon` must be None, a number >= 0.*got nan", "perturb-epsilon-nan"),
     case(lambda d: d.perturb(X, attack="cw"), ValueError, r"Unknown `attack` 'cw'; valid names are \['fgsm', 'gaussian', 'none', 'pgd'\]", "perturb-attack-unknown"),
     case(lambda d: d.perturb(X, direction=0), ValueError, r"`direction` must be -1.*or 1, got 0", "perturb-direction"),
     case(lambda d: d.score(X, Y[:-1]), ValueError, r"y has 79 entries but scores has 80", "score-y-length"),
@@ -496,6 +496,7 @@ def test_resume_interrupted_fit_from_checkpoint_runs_only_remaining_epochs(fault
     resumed = AOEDetector(**{**params, "warm_start": True})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: a clean resume
+        warnings.simplefilter("ignore", CalibrationWarning)  # 8 held-out rows: expected
         resumed.fit(X, Y)
     assert [(r["stage"], r["epoch"]) for r in resumed.history_] == [
         ("pretrain", 1), ("pretrain", 2), ("finetune", 1), ("finetune", 2), ("finetune", 3)]
