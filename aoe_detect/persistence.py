@@ -149,6 +149,90 @@ def _n_logits(module, state):
     return None
 
 
+def _bad(path, field, why):
+    return ValueError(f"{path!r} holds an invalid `{field}`: {why}. The file was edited or "
+                      "damaged; it was not loaded.")
+
+
+def _check_loaded_params(det, path):
+    """The saved parameters go through the same checks as ``fit``."""
+    from ._state import validate_nested
+
+    try:
+        det._validate_params()
+        validate_nested(det)
+        det._check_margin_params()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!r} holds an invalid parameter: {exc} The file was edited or "
+                         "damaged; it was not loaded.") from None
+
+
+def _finite_real(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
+    """Fitted values: the invariants ``fit`` establishes (finite threshold and margins,
+    consistent shapes, finite weights)."""
+    from .backbones import BACKBONES
+
+    if spec.get("kind") not in ("builtin", "module"):
+        raise _bad(path, "backbone", f"kind {spec.get('kind')!r} is not 'builtin' or 'module'")
+    if spec["kind"] == "builtin" and spec.get("name") not in BACKBONES:
+        raise _bad(path, "backbone", f"unknown built-in backbone {spec.get('name')!r}")
+    n_logits = spec.get("n_logits")
+    if n_logits is not None and not (isinstance(n_logits, int) and n_logits >= 1):
+        raise _bad(path, "backbone.n_logits", f"{n_logits!r} is not a positive integer")
+    shape = fitted.get("input_shape_")
+    if (not isinstance(shape, list) or len(shape) not in (1, 3)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise _bad(path, "input_shape_", f"{shape!r} is not a list of 1 or 3 positive integers")
+    if "offset_" in fitted and not _finite_real(fitted["offset_"]):
+        raise _bad(path, "offset_", f"{fitted['offset_']!r} is not a finite number")
+    for k in ("m_in_", "m_out_", "lam_"):
+        if k in fitted and not _finite_real(fitted[k]):
+            raise _bad(path, k, f"{fitted[k]!r} is not a finite number")
+    if "lam_" in fitted and fitted["lam_"] < 0:
+        raise _bad(path, "lam_", f"{fitted['lam_']!r} is negative")
+    if "m_in_" in fitted and "m_out_" in fitted and not fitted["m_out_"] > fitted["m_in_"]:
+        raise _bad(path, "m_out_", f"{fitted['m_out_']!r} is not greater than m_in_ {fitted['m_in_']!r}")
+    rng = fitted.get("input_range_")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2
+                                and all(_finite_real(v) for v in rng) and rng[0] < rng[1]):
+        raise _bad(path, "input_range_", f"{rng!r} is not null or [low, high] with finite low < high")
+    nf = fitted.get("n_features_in_")
+    if nf is not None and nf != shape[0]:
+        raise _bad(path, "n_features_in_", f"{nf!r} does not match input_shape_ {shape!r}")
+    eps = fitted.get("epsilon_")
+    if isinstance(eps, list):
+        arr = np.asarray(eps, dtype=object)
+        ok = (arr.ndim == 1 and len(arr) == (shape[0] if len(shape) == 1 else len(arr))
+              and all(_finite_real(v) and v >= 0 for v in eps))
+        if not ok:
+            raise _bad(path, "epsilon_", "not a list of finite radii >= 0, one per feature")
+    elif eps is not None and not (_finite_real(eps) and eps >= 0):
+        raise _bad(path, "epsilon_", f"{eps!r} is not a finite number >= 0")
+    classes = fitted.get("classes_")
+    if classes is not None:
+        if not isinstance(classes, list) or not classes or len(set(map(repr, classes))) != len(classes):
+            raise _bad(path, "classes_", "not a non-empty list of distinct labels")
+        if n_logits is not None and spec["kind"] == "builtin" and len(classes) != n_logits:
+            raise _bad(path, "classes_", f"{len(classes)} classes for {n_logits} logits")
+    hist = fitted.get("history_", [])
+    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
+        raise _bad(path, "history_", "not a list of per-epoch records")
+    for k, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise _bad(path, f"state_dict.{k}", f"{type(t).__name__} is not a tensor")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _bad(path, f"state_dict.{k}", "non-finite weights (NaN or inf)")
+    v = validation_scores
+    if v.dim() != 1 or not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+        raise _bad(path, "validation_scores", "not a 1-D array of finite scores")
+    if "offset_" in fitted and len(v) == 0:
+        raise _bad(path, "validation_scores", "empty, but the detector has a threshold")
+
+
 def load(path, module=None, device="auto"):
     """Load a detector written by :func:`save`; never executes code from the file.
 
@@ -178,6 +262,11 @@ def load(path, module=None, device="auto"):
     from .backbones import build_backbone
     from .detector import AOEDetector, _resolve_device
 
+    if module is not None and not isinstance(module, torch.nn.Module):
+        raise TypeError(f"`module` must be None or a torch.nn.Module instance of the architecture "
+                        f"the detector was fitted on, got {type(module).__name__} {module!r}. "
+                        "Built-in backbones (e.g. 'mlp') are rebuilt from the file: omit `module`.")
+    dev = _resolve_device(device)  # before reading: a bad `device` is the caller's error
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
@@ -200,13 +289,15 @@ def load(path, module=None, device="auto"):
                          f"not written by AOEDetector.save): {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} expected).")
-    if "sha256" in payload:  # files written before the checksum was added have none
-        try:
-            ok = payload["sha256"] == _digest(payload)
-        except Exception:  # e.g. a field of an unexpected type
-            ok = False
-        if not ok:
-            raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
+    if "sha256" not in payload:  # mandatory: without it any edit would load silently
+        raise ValueError(f"{path!r} has no checksum (`sha256` field missing): it was edited or not "
+                         "written by AOEDetector.save, so it is refused. Save the detector again.")
+    try:
+        ok = payload["sha256"] == _digest(payload)
+    except Exception:  # e.g. a field of an unexpected type
+        ok = False
+    if not ok:
+        raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
     if payload.get("version") != __version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
@@ -221,7 +312,12 @@ def load(path, module=None, device="auto"):
             raise TypeError("unexpected field types")
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path!r} is corrupted: {type(exc).__name__}: {exc}") from None
+    if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
+        raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
+                         "objects.")
     det = AOEDetector(**{k: v for k, v in params.items() if k in AOEDetector().get_params()})
+    _check_loaded_params(det, path)
+    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
     if skipped:
         warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
                       "set them again before refitting.", UserWarning)
@@ -243,7 +339,6 @@ def load(path, module=None, device="auto"):
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"The weights in {path!r} do not fit the backbone: {exc}") from None
-    dev = _resolve_device(device)
     det.module_ = net.to(dev).eval()
     det.device_ = dev
     for k in _FITTED:
