@@ -1093,7 +1093,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         eps = att.resolve_eps(self.epsilon_ if epsilon is None else epsilon)
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(self.device_)
-        gen = torch.Generator().manual_seed(_seed_from(random_state))
+        try:
+            seed = _seed_from(random_state)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"`random_state` must be None, an int or a RandomState, got "
+                             f"{random_state!r} ({exc}).") from None
+        gen = torch.Generator().manual_seed(seed)
         out = []
         for start in range(0, len(Xt), self._infer_batch()):
             xb = Xt[start:start + self._infer_batch()].to(self.device_)

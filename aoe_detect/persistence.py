@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import torch
 
-__all__ = ["save", "load", "FORMAT"]
+__all__ = ["save", "load", "check_save_path", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
 
@@ -100,7 +100,7 @@ def save(detector, path, _partial=False):
             np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
     }
     payload["sha256"] = _digest(payload)
-    path = os.fspath(path)
+    path = check_save_path(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".aoe-", suffix=".tmp")
     os.close(fd)
@@ -110,6 +110,28 @@ def save(detector, path, _partial=False):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
+
+
+def check_save_path(path, name="path"):
+    """Return ``os.fspath(path)`` if a file can be written there, else raise a ValueError
+    naming the problem (a folder, a missing or read-only parent folder). Call it before
+    long work whose result is to be saved (the CLI checks ``--out`` before training)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a str or os.PathLike file path, got "
+                        f"{type(path).__name__}.") from None
+    if not path:
+        raise ValueError(f"`{name}` is an empty string; pass a file path such as 'model.aoe'.")
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}`={path!r} is a folder; pass a file path inside it, e.g. "
+                         f"{os.path.join(path, 'model.aoe')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"`{name}`={path!r}: the folder {folder!r} does not exist; create it first.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"`{name}`={path!r}: the folder {folder!r} is not writable.")
     return path
 
 
