@@ -175,8 +175,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         log-density up to a constant, so outliers are asked to be e^2 times less likely than
         a typical ID input). The margins thus follow the backbone's own energy level;
         Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
-    temperature : float, default=1.0
-        Energy temperature ``T``.
+    temperature : float in [1e-3, 1e3], default=1.0
+        Energy temperature ``T`` (also used by scoring: a change after ``fit`` takes
+        effect at once).
     contamination : float in (0, 0.5], default=0.05
         Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
         :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
@@ -240,8 +241,11 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         Class labels (only when fitted with labels or a pretrained module).
     offset_ : float
-        ``contamination`` quantile of ``score_samples`` on the held-out ID data;
-        ``decision_function = score_samples - offset_``.
+        Split-conformal ``contamination`` quantile of ``score_samples`` on the ``n``
+        held-out ID rows: the ``floor((n + 1) * contamination)``-th smallest, so a new
+        exchangeable ID input is rejected with probability at most ``contamination``
+        (a ``CalibrationWarning`` when ``n`` is too small for that; see
+        ``docs/failure_modes.md``). ``decision_function = score_samples - offset_``.
     validation_scores_ : ndarray
         Scores of the held-out ID data (used by :meth:`recalibrate`).
     history_ : list of dict
@@ -703,7 +707,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             logits = _training.batched_outputs(module, self._batches(X_tr if X_all is None else X_all),
                                                lambda t: t.argmax(1),
                                                batch_size=self._infer_batch(),
-                                               device=next(module.parameters()).device)
+                                               device=next(iter(module.parameters()),
+                                                           torch.empty(0)).device)
             targets = logits.numpy()
         else:
             targets = None
