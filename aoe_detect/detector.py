@@ -399,6 +399,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         _state.validate_nested(self)  # attack / outlier-source objects: their own constraints
         self._check_margin_params()
         self._check_checkpoint_dir()
+        self._check_compile_option()
         restore = self._restore_point()
         try:
             data = self._prepare_fit_data(X, y, X_outliers)
@@ -436,6 +437,26 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise ValueError(f"`checkpoint_dir`={path!r} cannot be written ({parent!r} is not a "
                              "writable folder); pass a writable folder or None.")
+
+    def _attack_eps(self, attack, default):
+        """The radius ``attack`` uses: its own ``eps`` (validated against the sample shape,
+        named ``attack__eps``) or ``default``; arrays become tensors on ``device_``."""
+        own = getattr(attack, "eps", None)
+        eps = default if own is None else self._check_perturb_epsilon(own, "attack__eps")
+        if isinstance(eps, np.ndarray):
+            eps = torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32)).to(self.device_)
+        return eps
+
+    def _check_compile_option(self):
+        """``compile`` options are checked before training (torch.compile raises only when
+        called, mid-fit, otherwise)."""
+        if not isinstance(self.compile, dict):
+            return
+        try:
+            torch.compile(torch.nn.Identity(), **self.compile)
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/TypeError/...
+            raise ValueError(f"`compile`={self.compile!r} is not valid for torch.compile: "
+                             f"{type(exc).__name__}: {exc}") from None
 
     def _check_margin_params(self):
         if not isinstance(self.epsilon, str) and self.epsilon > _F32_MAX:
@@ -572,6 +593,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         source = self._fit_outlier_source(data, X_tr, shape, gen)
         attack = resolve_attack(self.attack)
+        if attack is not None:
+            self._attack_eps(attack, 0.0)  # its own `eps` fits the samples: fail before training
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
@@ -815,6 +838,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         eps = self.epsilon_
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(device)
+        att_eps = self._attack_eps(attack, eps) if attack is not None else 0.0
         sync_bn = self.distributed_ and _distributed.use_sync_batchnorm(
             getattr(self, "sync_batchnorm", "auto"), module)
         sync_handle = _distributed.convert_sync_batchnorm(module, device) if sync_bn else None
@@ -822,7 +846,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         stage_kw = _training.stage_options(
             module, device=device, X=X_tr, y=y_tr, batch_size=batch_size, generator=gen,
             source=source, attack=attack,
-            eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+            eps=att_eps,
             attack_fraction=self.attack_fraction, clip=clip, temperature=self.temperature,
             outlier_batch_size=outlier_batch_size, amp=self.amp, compile=self.compile,
             channels_last=self._channels_last(device), attack_refresh=int(self.attack_refresh),
@@ -838,7 +862,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                         module, X_tr, y_tr, optimizer=opt, loss_fn=loss_fn,
                         batch_size=batch_size, generator=gen, device=device, source=source,
                         outlier_batch_size=outlier_batch_size, attack=attack,
-                        eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+                        eps=att_eps,
                         attack_fraction=self.attack_fraction, clip=clip,
                         temperature=self.temperature, scheduler=sched, progress=bar, **stage_kw)
                     self._check_finite(X_tr)
@@ -1095,9 +1119,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         _state.validate_object(att, "attack")
         if att is None:
             return Xt.numpy().copy()  # never the caller's own array
-        eps = att.resolve_eps(self.epsilon_ if epsilon is None else epsilon)
+        eps = self.epsilon_ if epsilon is None else epsilon
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(self.device_)
+        eps = self._attack_eps(att, eps)
         try:
             seed = _seed_from(random_state)
         except (TypeError, ValueError) as exc:
@@ -1112,10 +1137,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                    direction=direction).cpu())
         return torch.cat(out).numpy()
 
-    def _check_perturb_epsilon(self, epsilon):
+    def _check_perturb_epsilon(self, epsilon, name="epsilon"):
         """A real number or one per feature, finite in float32 and >= 0; bools and strings
         are refused (``True`` is not a radius, ``"0.1"`` is not a number)."""
-        msg = (f"`epsilon` must be None, a number >= 0 or an array of one radius per feature "
+        msg = (f"`{name}` must be None, a number >= 0 or an array of one radius per feature "
                f"(shape {tuple(self.input_shape_)} or broadcastable to it), finite in float32; "
                f"got {epsilon!r}.")
         if isinstance(epsilon, (bool, np.bool_, str, bytes)):

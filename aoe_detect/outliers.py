@@ -349,8 +349,11 @@ class ArrayOutliers(OutlierSource):
             data = data.detach().cpu()
         else:
             data = torch.as_tensor(np.asarray(data))
-        if data.dtype == torch.uint8:
+        if data.dtype == torch.uint8 and data.dim() >= 3:  # uint8 images; tabular keeps values
             data = data.float() / 255.0
+        if not bool(torch.isfinite(data.float()).all()):
+            raise ValueError("`ArrayOutliers.X` contains NaN or infinity; finite outliers are "
+                             "expected.")
         self.data_ = data.float()
         if X is not None and self.data_[0].numel() == X[0].numel():
             self.data_ = self.data_.reshape((len(self.data_), *X.shape[1:]))

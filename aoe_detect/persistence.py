@@ -289,7 +289,11 @@ def load(path, module=None, device="auto"):
                         f"the detector was fitted on, got {type(module).__name__} {module!r}. "
                         "Built-in backbones (e.g. 'mlp') are rebuilt from the file: omit `module`.")
     dev = _resolve_device(device)  # before reading: a bad `device` is the caller's error
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`path` must be a str or os.PathLike file path, got "
+                        f"{type(path).__name__}.") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
     try:

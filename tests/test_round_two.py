@@ -463,3 +463,42 @@ def test_detector_offset_is_conformal_and_warns_when_held_out_set_too_small(fitt
         warnings.simplefilter("error", CalibrationWarning)
         det.recalibrate(contamination=0.1)
     assert det.offset_ == v[math.floor(41 * 0.1) - 1]
+
+
+def test_attack_eps_per_feature_and_invalid_named(fitted):
+    from aoe_detect.attacks import FGSM
+
+    det = quiet(AOEDetector(**{**TINY, "attack": FGSM(eps=[0.1, 0.2])}).fit, X, Y)
+    assert np.isfinite(det.score_samples(PROBE)).all()
+    out = fitted.perturb(X[:4], attack=FGSM(eps=[0.0, 0.2]))
+    assert np.abs(out[:, 0] - X[:4, 0].astype(np.float32)).max() == 0
+    for eps, exc in (([0.1, 0.1, 0.1], ValueError), ([0.1, np.nan], ValueError), (["a", "b"], TypeError)):
+        fails_untouched(copy.deepcopy(fitted), lambda d: d.perturb(X[:4], attack=FGSM(eps=eps)),
+                        exc, r"`attack__eps` must be")
+        det = copy.deepcopy(fitted)
+        snap = snapshot(det, PROBE)
+        with pytest.raises(exc, match=r"`attack__eps` must be"):
+            quiet(det.set_params(attack=FGSM(eps=eps)).fit, X, Y)
+        det.set_params(attack="fgsm")
+        assert describe_change(det, snap, PROBE) is None
+
+
+def test_compile_options_checked_before_training(fitted):
+    det = copy.deepcopy(fitted)
+    snap = snapshot(det, PROBE)
+    with pytest.raises(ValueError, match=r"`compile`=.*not valid for torch.compile"):
+        det.set_params(compile={"mode": "bad"}).fit(X, Y)
+    det.set_params(compile=False)
+    assert describe_change(det, snap, PROBE) is None
+
+
+def test_uint8_tabular_dataset_keeps_values_and_array_outliers_checked(fitted):
+    from aoe_detect.outliers import ArrayOutliers
+
+    Xi = np.round(np.abs(X) * 20).astype(np.uint8)
+    ds = torch.utils.data.TensorDataset(torch.from_numpy(Xi), torch.from_numpy(Y))
+    a = quiet(AOEDetector(**TINY).fit, ds)
+    b = quiet(AOEDetector(**TINY).fit, Xi.astype(np.int64), Y)
+    assert a.score_samples(Xi.astype(np.int64)).tobytes() == b.score_samples(Xi.astype(np.int64)).tobytes()
+    with pytest.raises(ValueError, match=r"`ArrayOutliers.X` contains NaN"):
+        quiet(AOEDetector(**{**TINY, "outliers": ArrayOutliers(np.full((3, 2), np.nan))}).fit, X, Y)
