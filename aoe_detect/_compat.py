@@ -12,7 +12,8 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return estimator._validate_data(X, reset=reset, **check_params)
 
 from sklearn.utils._param_validation import (  # noqa: E402
-    HasMethods, Interval, InvalidParameterError, StrOptions, validate_parameter_constraints)
+    HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,
+    validate_parameter_constraints)
 
 __all__ = ["validate_data", "Interval", "StrOptions", "HasMethods", "InvalidParameterError",
-           "validate_parameter_constraints"]
+           "validate_parameter_constraints", "make_constraint"]

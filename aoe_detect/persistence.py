@@ -22,6 +22,9 @@ import warnings
 import numpy as np
 import torch
 
+from ._state import validate_nested
+from .backbones import BACKBONES
+
 __all__ = ["save", "load", "check_save_path", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
@@ -178,8 +181,6 @@ def _bad(path, field, why):
 
 def _check_loaded_params(det, path):
     """The saved parameters go through the same checks as ``fit``."""
-    from ._state import validate_nested
-
     try:
         det._validate_params()
         validate_nested(det)
@@ -196,8 +197,6 @@ def _finite_real(v):
 def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
     """Fitted values: the invariants ``fit`` establishes (finite threshold and margins,
     consistent shapes, finite weights)."""
-    from .backbones import BACKBONES
-
     if spec.get("kind") not in ("builtin", "module"):
         raise _bad(path, "backbone", f"kind {spec.get('kind')!r} is not 'builtin' or 'module'")
     if spec["kind"] == "builtin" and spec.get("name") not in BACKBONES:

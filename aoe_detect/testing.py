@@ -23,7 +23,9 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval, make_constraint
+from ._compat import Interval, make_constraint
+from .attacks import ATTACKS
+from .outliers import OUTLIER_SOURCES, ArrayOutliers, GeneratorOutliers, Mixture
 
 __all__ = ["snapshot", "changed", "describe_change", "bad_values", "constraint_cases",
            "nested_classes", "check_bad_param", "expected_results", "numpy_scalar_params", "PUBLIC_CALLS"]
@@ -139,9 +141,6 @@ def bad_values(constraints):
 def nested_classes():
     """Every attack and outlier-source class that declares parameter constraints, with
     the estimator parameter it is passed through (``attack`` / ``outliers``)."""
-    from .attacks import ATTACKS
-    from .outliers import (OUTLIER_SOURCES, ArrayOutliers, GeneratorOutliers, Mixture)
-
     out = [("attack", cls) for cls in ATTACKS.values()]
     out += [("outliers", cls) for cls in OUTLIER_SOURCES.values()]
     out += [("outliers", cls) for cls in (ArrayOutliers, GeneratorOutliers, Mixture)]

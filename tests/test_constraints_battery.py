@@ -15,9 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from sklearn.utils._param_validation import make_constraint
 
 from aoe_detect import AOEDetector
+from aoe_detect._compat import make_constraint
 from aoe_detect.testing import (bad_values, check_bad_param, constraint_cases, expected_results,
                                 nested_classes, numpy_scalar_params)
 

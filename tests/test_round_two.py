@@ -5,7 +5,6 @@ detector bitwise unchanged, finished work never lost)."""
 import copy
 import json
 import math
-import os
 import warnings
 
 import numpy as np
