@@ -1213,6 +1213,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
                           f"{__version__}.", UserWarning)
         self.__dict__.update(state)
+        self.__dict__.setdefault("sync_batchnorm", "auto")  # pickled before the parameter existed
         if "module_" in state:
             dev = torch.device(state["device_"])
             if dev.type == "cuda" and not torch.cuda.is_available():
