@@ -868,8 +868,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                     self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
+                    hint = ("lower `lr`" if stage == "pretrain" else
+                            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
+                            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
+                            "`lam` and the margins")
                     warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
-                                  "weights of the last completed epoch are kept; lower `lr`.",
+                                  f"weights of the last completed epoch are kept; {hint}.",
                                   NonFiniteLossWarning)
                     return True
                 row = {"stage": stage, "epoch": epoch + 1, **row}

@@ -340,7 +340,12 @@ def load(path, module=None, device="auto"):
     if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
         raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
                          "objects.")
-    det = AOEDetector(**{k: v for k, v in params.items() if k in AOEDetector().get_params()})
+    known = AOEDetector().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
+                      "they are ignored.", UserWarning)
+    det = AOEDetector(**{k: v for k, v in params.items() if k in known})
     _check_loaded_params(det, path)
     _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
     if skipped:
