@@ -470,21 +470,17 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"`m_out` ({self.m_out}) must be greater than `m_in` ({self.m_in}).")
 
     def _restore_point(self):
-        """Return a function that puts back the current attributes (and, for a warm start,
-        the weights that training would change in place)."""
+        """Return a function that puts back the current attributes. ``fit`` never modifies
+        a module in place (a warm start trains a copy of ``module_``), so the attributes
+        are all there is to put back."""
         attrs = self.__dict__.copy()
         history = list(attrs.get("history_", []))
-        module = attrs.get("module_") if self.warm_start else None
-        weights = None if module is None else copy.deepcopy(module.state_dict())
 
         def restore():
             self.__dict__.clear()
             self.__dict__.update(attrs)
             if "history_" in attrs:
                 self.history_ = history
-            if module is not None:
-                module.load_state_dict(weights)
-                module.eval()
         return restore
 
     def _prepare_fit_data(self, X, y, X_outliers):
