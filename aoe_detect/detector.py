@@ -947,11 +947,27 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         """``fn(logits)`` of every row of ``X`` (tensor or Dataset view), written batch by
         batch into a preallocated ``(n, *tail)`` array of ``dtype``."""
         dev = self.device_
-        return _training.batched_outputs(
+        out = _training.batched_outputs(
             _training.compiled(self.module_, getattr(self, "compile", False)), self._batches(X),
             fn, batch_size=self._infer_batch(), device=dev,
             autocast_dtype=_training.amp_dtype(getattr(self, "amp", False), dev),
             out=np.empty((len(X), *tail), dtype=dtype), channels_last=self._channels_last(dev))
+        return self._recompute_overflow(X, out, fn, tail)
+
+    def _recompute_overflow(self, X, out, fn, tail):
+        """Rows whose float32 result overflowed (e.g. ``logits / T`` beyond 3.4e38 for huge
+        finite inputs) are recomputed with float64 logits, so finite inputs never give
+        NaN/inf scores; all other rows keep their bits."""
+        if out.dtype.kind != "f" or np.isfinite(out).all():
+            return out
+        flat = out.reshape(len(out), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(1))
+        rows = X.view(bad) if isinstance(X, _data.DatasetView) else X[torch.from_numpy(bad)]
+        out[bad] = _training.batched_outputs(
+            self.module_, self._batches(rows), lambda logits: fn(logits.double()),
+            batch_size=self._infer_batch(), device=self.device_,
+            out=np.empty((len(bad), *tail), dtype=out.dtype))
+        return out
 
     def _predict_rows(self, X, fn, dtype, tail=()):
         """Validate ``X`` and apply ``fn(logits)``: Datasets are streamed, large arrays are

@@ -501,3 +501,18 @@ def test_uint8_tabular_dataset_keeps_values_and_array_outliers_checked(fitted):
     assert a.score_samples(Xi.astype(np.int64)).tobytes() == b.score_samples(Xi.astype(np.int64)).tobytes()
     with pytest.raises(ValueError, match=r"`ArrayOutliers.X` contains NaN"):
         quiet(AOEDetector(**{**TINY, "outliers": ArrayOutliers(np.full((3, 2), np.nan))}).fit, X, Y)
+
+
+def test_scores_finite_for_finite_inputs_at_the_temperature_bounds(fitted):
+    big = np.r_[PROBE, PROBE * 1e20, [[3e38, -3e38], [-1e30, 1e30]]]
+    for t in (1e-3, 1.0, 1e3):
+        det = copy.deepcopy(fitted).set_params(temperature=t)
+        s = det.score_samples(big)
+        assert s.dtype == np.float64 and np.isfinite(s).all(), t
+        assert np.isfinite(det.decision_function(big)).all()
+
+
+def test_one_hot_of_another_width_is_named_too():
+    onehot3 = np.eye(3, dtype=int)[np.r_[Y[:-1], 2]]  # 3 classes, X has 2 features
+    with pytest.raises(ValueError, match=r"one-hot"):
+        AOEDetector(**TINY).fit(X, onehot3)
