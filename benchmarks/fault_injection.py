@@ -563,6 +563,10 @@ def round_two_cases(fitted, fitted_unlabelled):
     checks.append(("(n, 1) integer y is labels", getattr(c, "classes_", np.array([])).tolist() == [0, 1]))
     checks.append(("batch_size=np.int64(32) == 32", d.score_samples(PROBE).tobytes() == fitted.score_samples(PROBE).tobytes()))
     checks.append(("a class with one row stays in training", one.classes_.tolist() == [0, 1, 2]))
+    big = np.r_[PROBE, PROBE * 1e20, [[3e38, -3e38]]]
+    for t in (1e-3, 1e3):
+        checks.append((f"finite scores for huge finite inputs, temperature={t:g}",
+                       np.isfinite(copy.deepcopy(fitted).set_params(temperature=t).score_samples(big)).all()))
     for name, ok in checks:
         yield ("issue 11: data meaning / aliasing", name, bool(ok), not ok, "ok" if ok else "differs")
 
