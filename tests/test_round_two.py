@@ -516,3 +516,29 @@ def test_one_hot_of_another_width_is_named_too():
     onehot3 = np.eye(3, dtype=int)[np.r_[Y[:-1], 2]]  # 3 classes, X has 2 features
     with pytest.raises(ValueError, match=r"one-hot"):
         AOEDetector(**TINY).fit(X, onehot3)
+
+
+def test_failed_channels_last_warm_start_keeps_image_module_layout():
+    rng = np.random.RandomState(1)
+    XI = np.r_[rng.rand(16, 1, 8, 8) * 0.5, rng.rand(16, 1, 8, 8) * 0.5 + 0.5]
+    YI = np.r_[np.zeros(16, int), np.ones(16, int)]
+    probe = XI[:6]
+    det = quiet(AOEDetector(**{**TINY, "batch_size": 16}).fit, XI, YI)
+    strides = [p.stride() for p in det.module_.parameters()]
+
+    class Boom:
+        calls = 0
+
+        def sample(self, n, generator):
+            Boom.calls += 1
+            if Boom.calls > 1:  # after the probe: inside the training loop
+                raise RuntimeError("boom")
+            return torch.rand(n, 1, 8, 8, generator=generator)
+
+    snap = snapshot(det, probe)
+    det.set_params(warm_start=True, epochs=3, channels_last=True, outliers=Boom())
+    with pytest.raises(RuntimeError, match="boom"):
+        quiet(det.fit, XI, YI)
+    det.set_params(warm_start=False, epochs=1, channels_last="auto", outliers="uniform")
+    assert describe_change(det, snap, probe) is None
+    assert [p.stride() for p in det.module_.parameters()] == strides
