@@ -11,6 +11,9 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def validate_data(estimator, X, *, reset, **check_params):
         return estimator._validate_data(X, reset=reset, **check_params)
 
-from sklearn.utils._param_validation import Interval, StrOptions, HasMethods  # noqa: E402
+from sklearn.utils._param_validation import (  # noqa: E402
+    HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,
+    validate_parameter_constraints)
 
-__all__ = ["validate_data", "Interval", "StrOptions", "HasMethods"]
+__all__ = ["validate_data", "Interval", "StrOptions", "HasMethods", "InvalidParameterError",
+           "validate_parameter_constraints", "make_constraint"]

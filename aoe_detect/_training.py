@@ -44,7 +44,7 @@ def index_batches(n, batch_size, generator, shuffle=True, world=1):
     each global batch is split across them, so a trailing batch smaller than ``2 * world``
     (fewer than two rows per process) is dropped."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    batches = list(order.split(batch_size))
+    batches = list(order.split(int(batch_size)))  # numpy integers are not accepted by split
     if world == 1:
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches.pop()
@@ -246,6 +246,11 @@ def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, devic
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits = fwd(batch)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != len(batch):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(f"The `backbone` must return 2-D logits (n_samples, n_classes) in "
+                             f"train mode too; got {shape} for a batch of {len(batch)} in train "
+                             "mode. Fix its forward (e.g. no squeeze()/flatten of the batch axis).")
         logits = logits.float()
         logits_in, logits_out = logits[: len(x_in)], (None if x_out is None else logits[len(x_in):])
         loss, parts = loss_fn(logits_in, y_in, logits_out)

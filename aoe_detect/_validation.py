@@ -13,12 +13,26 @@ __all__ = ["to_numpy", "check_inputs", "check_more_inputs", "check_input_range",
 
 
 def to_numpy(a, name):
-    """Torch tensors -> numpy (on CPU); everything else via ``np.asarray`` later."""
+    """Torch tensors -> numpy (on CPU; bfloat16 and other dtypes numpy lacks via float32);
+    loaders and iterators are refused with a hint; everything else via ``np.asarray`` later."""
     if isinstance(a, torch.Tensor):
         if a.layout != torch.strided:
             raise TypeError(f"`{name}` is a sparse tensor; sparse input is not supported, pass a "
                             "dense tensor (X.to_dense()).")
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        if a.dtype in (torch.bfloat16, torch.float16) or str(a.dtype).startswith("torch.float8"):
+            a = a.float()  # exact: every bf16/fp16/fp8 value is a float32
+        try:
+            return a.numpy()
+        except TypeError as exc:
+            raise TypeError(f"`{name}` is a tensor of dtype {a.dtype}, which cannot be converted "
+                            f"({exc}); pass a float32 tensor.") from None
+    if isinstance(a, torch.utils.data.DataLoader):
+        raise TypeError(f"`{name}` is a DataLoader; pass its Dataset instead ({name}=loader.dataset): "
+                        "the detector batches (and, for fit, shuffles) the data itself.")
+    if not hasattr(a, "__len__") and (hasattr(a, "__next__") or hasattr(a, "__iter__")):
+        raise TypeError(f"`{name}` is an iterator/generator ({type(a).__name__}); pass an array, a "
+                        "tensor or a map-style Dataset (np.asarray(list(...)) for small data).")
     return a
 
 
@@ -26,7 +40,14 @@ def _reject_bad_dtype(a, name):
     if getattr(a, "format", None) in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil"):
         raise TypeError(f"`{name}` is a sparse matrix; sparse input is not supported, pass a "
                         "dense array (X.toarray()).")
-    arr = np.asarray(a) if not hasattr(a, "dtype") else a
+    if hasattr(a, "dtype"):
+        arr = a
+    else:
+        try:
+            arr = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"`{name}` is ragged (rows of different lengths or shapes): {exc}. "
+                             "Every sample must have the same shape.") from None
     kind = getattr(getattr(arr, "dtype", None), "kind", None)
     if kind == "c":
         raise ValueError(f"Complex data not supported: `{name}` has dtype {arr.dtype}; real "
@@ -100,6 +121,7 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
                              f"was fitted on samples of shape {tuple(expected)}.")
     X = X.astype(np.float32, copy=False)
     _check_float32_finite(X, name)
+    was_uint8 = was_uint8 and X.ndim == 4  # only images are pixel values in [0, 255]
     if was_uint8:
         X = X / np.float32(255.0)
     return X, was_uint8
@@ -123,7 +145,8 @@ def check_more_inputs(X, *, name, sample_shape):
                          f"of shape {tuple(sample_shape)}.")
     X = X.astype(np.float32, copy=False)
     _check_float32_finite(X, name)
-    return X / np.float32(255.0) if was_uint8 else X
+    # uint8 images are pixel values in [0, 255]; uint8 tabular data keeps its values
+    return X / np.float32(255.0) if (was_uint8 and X.ndim == 4) else X
 
 
 def check_input_range(X, input_range, name):
@@ -179,13 +202,42 @@ def labels_from_y(y, n, name="y"):
     return y, y == -1
 
 
-def is_outlier_array(y, sample_shape):
-    """Whether the second positional argument of ``fit`` is an array of outliers."""
-    if y is None:
+def is_outlier_array(y, sample_shape, n_samples=None):
+    """Whether the second positional argument of ``fit`` is an array of outliers.
+
+    The rule, in order:
+
+    - ``None``, 0-D and 1-D: labels (not outliers).
+    - 2-D of shape ``(n, 1)`` with integer/bool values: labels, always (a column vector of
+      class labels), even when ``X`` has one feature.
+    - a one-hot label matrix (``n_samples`` rows of 0/1 with exactly one 1 each): refused
+      with a ``ValueError`` that says to pass ``y.argmax(1)`` (never silently outliers).
+    - samples of ``X``'s shape: outliers. A float ``(n_samples, 1)`` array of integral
+      values next to a one-feature ``X`` is ambiguous and refused (pass ``y.ravel()`` for
+      labels or ``X_outliers=`` for outliers).
+    - anything else: labels (``labels_from_y`` then reports the shape error).
+    """
+    if y is None or isinstance(y, str):
         return False
-    shape = np.asarray(to_numpy(y, "y")).shape
+    arr = np.asarray(to_numpy(y, "y"))
+    shape = arr.shape
     if len(shape) < 2:
         return False
+    kind = arr.dtype.kind
+    if len(shape) == 2 and shape[1] == 1 and kind in "iub":
+        return False
+    same_rows = n_samples is not None and shape[0] == n_samples
+    if (same_rows and len(shape) == 2 and shape[1] > 1 and kind in "iubf" and arr.size
+            and np.isin(arr, (0, 1)).all() and (arr.sum(axis=1) == 1).all()):
+        raise ValueError(f"The second argument of fit has shape {shape} and looks like one-hot class "
+                         "labels; pass integer labels y.argmax(axis=1) as `y`, or an outlier array "
+                         "as `X_outliers=` (never both positionally).")
     tail = tuple(shape[1:])
-    return tail == tuple(sample_shape) or (len(sample_shape) == 3 and sample_shape[0] == 1
-                                           and tail == tuple(sample_shape[1:]))
+    matches = tail == tuple(sample_shape) or (len(sample_shape) == 3 and sample_shape[0] == 1
+                                              and tail == tuple(sample_shape[1:]))
+    if (matches and same_rows and len(shape) == 2 and shape[1] == 1 and kind == "f"
+            and np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+        raise ValueError(f"Ambiguous second argument of fit: shape {shape} with integral values "
+                         "next to a one-feature X could be labels or outliers; pass labels as "
+                         "y.ravel() (integers) or outliers as `X_outliers=`.")
+    return matches

@@ -27,10 +27,13 @@ References
 from __future__ import annotations
 
 from contextlib import contextmanager
+from numbers import Integral, Real
 
+import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
+from ._compat import Interval
 from .losses import energy
 
 __all__ = ["fgsm", "pgd", "gaussian_augment", "FGSM", "PGD", "GaussianAugment", "ATTACKS",
@@ -215,12 +218,21 @@ def gaussian_augment(x, sigma, *, clip=None, generator=None):
     return out.clamp(clip[0], clip[1]) if clip is not None else out
 
 
+#: Radius constraint of every attack config: finite, >= 0 (scalar or one per feature), or
+#: None (the detector's ``epsilon``); checked by ``AOEDetector.fit`` and ``perturb``.
+_EPS = [Interval(Real, 0, float(np.finfo(np.float32).max), closed="both"), "array-like", None]
+
+
 class _Attack(BaseEstimator):
     """Base of attack configs: ``perturb(model, x, eps, clip, temperature, generator,
     autocast_dtype, direction)``.
 
-    ``eps=None`` means "use the detector's ``epsilon``".
+    ``eps=None`` means "use the detector's ``epsilon``". Subclasses declare
+    ``_parameter_constraints``; ``AOEDetector.fit`` and ``perturb`` check them
+    (``attack._validate_params()``) before any work.
     """
+
+    _parameter_constraints = {"eps": _EPS}
 
     def resolve_eps(self, default):
         return default if self.eps is None else self.eps
@@ -260,6 +272,14 @@ class PGD(_Attack):
         value, and the attack ends when all have (see :func:`pgd`). Saves the later steps'
         compute on the samples that are done.
     """
+
+    _parameter_constraints = {
+        "eps": _EPS,
+        "steps": [Interval(Integral, 1, None, closed="left")],
+        "step_size": [Interval(Real, 0, float(np.finfo(np.float32).max), closed="right"), None],
+        "random_start": ["boolean"],
+        "early_stop": [Interval(Real, None, None, closed="neither"), None],
+    }
 
     def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None):
         self.eps = eps

@@ -318,7 +318,7 @@ class Collate:
                 raise ValueError(f"`{self.name}` item {i} has shape {tuple(t.shape)}; the first "
                                  f"items have {raw}. All samples must have the same shape.")
         x = torch.stack(xs)
-        if x.dtype == torch.uint8:
+        if x.dtype == torch.uint8 and len(self.info.shape) == 3:  # only images are pixels
             x = x.to(torch.float32) / 255.0
         elif x.dtype != torch.float32:
             x = x.to(torch.float32)

@@ -18,11 +18,12 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from . import _training
+from . import _state, _training
 from . import data as _data
 from . import distributed as _distributed
 from ._compat import HasMethods, Interval, StrOptions
 from ._validation import (check_input_range, check_inputs, check_more_inputs, is_outlier_array, labels_from_y)
+from ._state import CalibrationWarning
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
@@ -30,7 +31,8 @@ from .outliers import OUTLIER_SOURCES, resolve_outliers
 from .scores import (FEATURE_SCORES, SCORES, LogitsAndFeatures, ScoreHead, SumScore,
                      build_scorer, feature_layer)
 
-__all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
+__all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", "NoClassesError",
+           "CalibrationWarning"]
 
 #: Gap ``m_out - m_in`` (in nats) of the automatic energy margins. The energy is a negative
 #: log-density up to a constant, so a gap of 2 asks training outliers to be e^2 (about 7x)
@@ -50,10 +52,23 @@ AUTO_PRETRAIN_EPOCHS = 10
 #: inputs: the float64/float32 conversions of a 1024-row chunk of 28x28 images take ~13 MB
 #: (small buffers also keep the allocator from fragmenting its heap over many chunks).
 SCORE_CHUNK_ROWS = 1024
+#: Bounds of ``temperature``: ``T * logsumexp(f / T)`` stays finite in float32 for logits up
+#: to ``|f| ~ 3e35`` at ``T = 1e-3`` (``1e-40`` overflowed every score to inf/NaN).
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
+#: Bound of explicit margins ``|m_in|, |m_out|`` (energies are logit-scale: Liu et al. use
+#: -25/-7); beyond it the squared hinge terms overflow and training diverges.
+MAX_MARGIN = 1e4
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 class NonFiniteLossWarning(RuntimeWarning):
     """Training stopped because the loss became NaN/inf; the last finite weights are kept."""
+
+
+class NoClassesError(AttributeError, ValueError):
+    """``predict_proba``/``predict_class`` on a detector fitted without class labels (an
+    ``AttributeError``, scikit-learn's convention for an unavailable method, and a
+    ``ValueError``)."""
 
 
 class TrainingInterruptedWarning(RuntimeWarning):
@@ -67,9 +82,21 @@ def _resolve_device(device):
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r} "
+                         f"(device type {dev.type!r} cannot train or score a model).")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`device`={device!r} but CUDA is not available; use device='auto' or 'cpu'.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"`device`={device!r} but MPS is not available; use device='auto' or 'cpu'.")
     return dev
+
+
+def _is_array_param(v):
+    """The ``outliers`` parameter given as an array (not a name, source object or Dataset)."""
+    if v is None or isinstance(v, str) or hasattr(v, "sample") or _data.is_dataset(v):
+        return False
+    return isinstance(v, (np.ndarray, torch.Tensor, list, tuple)) or hasattr(v, "__array__")
 
 
 def _seed_from(random_state):
@@ -77,6 +104,17 @@ def _seed_from(random_state):
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+class _Float64(torch.nn.Module):
+    """A float64 copy of a score head (for rows whose float32 score overflowed)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = copy.deepcopy(model).double()
+
+    def forward(self, x):
+        return self.model(x.double())
 
 
 class AOEDetector(OutlierMixin, BaseEstimator):
@@ -150,8 +188,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         log-density up to a constant, so outliers are asked to be e^2 times less likely than
         a typical ID input). The margins thus follow the backbone's own energy level;
         Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
-    temperature : float, default=1.0
-        Energy temperature ``T``.
+    temperature : float in [1e-3, 1e3], default=1.0
+        Energy temperature ``T`` (also used by scoring: a change after ``fit`` takes
+        effect at once).
     contamination : float in (0, 0.5], default=0.05
         Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
         :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
@@ -220,6 +259,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     knn_max_samples : int or None, default=10000
         At most this many training features (a random subset) are kept for the k-NN search,
         so memory and scoring time do not grow with the training set; ``None`` keeps all.
+    sync_batchnorm : "auto" or bool, default="auto"
+        Under data-parallel training with several ranks, train BatchNorm layers with the
+        statistics of the whole global batch (:class:`aoe_detect.distributed.SyncBatchNorm`,
+        CPU and CUDA), as one process would. ``"auto"``/``True``: whenever several ranks
+        train a backbone with BatchNorm; ``False``: each rank normalises with its own shard
+        (rank 0's running statistics are kept). ``module_`` keeps its plain BatchNorm layers.
 
     Attributes
     ----------
@@ -228,8 +273,11 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
         Class labels (only when fitted with labels or a pretrained module).
     offset_ : float
-        ``contamination`` quantile of ``score_samples`` on the held-out ID data;
-        ``decision_function = score_samples - offset_``.
+        Split-conformal ``contamination`` quantile of ``score_samples`` on the ``n``
+        held-out ID rows: the ``floor((n + 1) * contamination)``-th smallest, so a new
+        exchangeable ID input is rejected with probability at most ``contamination``
+        (a ``CalibrationWarning`` when ``n`` is too small for that; see
+        ``docs/failure_modes.md``). ``decision_function = score_samples - offset_``.
     validation_scores_ : ndarray
         Scores of the held-out ID data (used by :meth:`recalibrate`).
     history_ : list of dict
@@ -284,9 +332,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adam", "sgd"})],
         "lam": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "m_in": [numbers.Real, StrOptions({"auto"})],
-        "m_out": [numbers.Real, StrOptions({"auto"})],
-        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "m_in": [Interval(numbers.Real, -MAX_MARGIN, MAX_MARGIN, closed="both"), StrOptions({"auto"})],
+        "m_out": [Interval(numbers.Real, -MAX_MARGIN, MAX_MARGIN, closed="both"), StrOptions({"auto"})],
+        "temperature": [Interval(numbers.Real, MIN_TEMPERATURE, MAX_TEMPERATURE, closed="both")],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
         "input_range": [StrOptions({"auto"}), tuple, list, None],
@@ -305,6 +353,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "feature_layer": [str, None],
         "knn_k": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -314,7 +363,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
                  channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
-                 ood_score="energy", feature_layer=None, knn_k="auto", knn_max_samples=10000):
+                 sync_batchnorm="auto", ood_score="energy", feature_layer=None, knn_k="auto",
+                 knn_max_samples=10000):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -345,6 +395,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.num_workers = num_workers
         self.attack_refresh = attack_refresh
         self.distributed = distributed
+        self.sync_batchnorm = sync_batchnorm
         self.ood_score = ood_score
         self.feature_layer = feature_layer
         self.knn_k = knn_k
@@ -390,7 +441,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self : AOEDetector
         """
         self._validate_params()
+        _state.validate_nested(self)  # attack / outlier-source objects: their own constraints
         self._check_margin_params()
+        self._check_checkpoint_dir()
+        self._check_compile_option()
         restore = self._restore_point()
         try:
             data = self._prepare_fit_data(X, y, X_outliers)
@@ -409,7 +463,50 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise
         return self
 
+    def _check_checkpoint_dir(self):
+        """Fail before training, not after the first epoch: the folder must be creatable
+        and writable."""
+        d = self.checkpoint_dir
+        if d is None:
+            return
+        path = os.fspath(d)
+        if not path:
+            raise ValueError("`checkpoint_dir` is an empty string; pass a folder path or None "
+                             "(no checkpoints).")
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(f"`checkpoint_dir`={path!r} exists and is not a folder; pass a "
+                             "folder path (it is created if missing) or None.")
+        parent = os.path.abspath(path)
+        while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)  # nearest existing ancestor
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"`checkpoint_dir`={path!r} cannot be written ({parent!r} is not a "
+                             "writable folder); pass a writable folder or None.")
+
+    def _attack_eps(self, attack, default):
+        """The radius ``attack`` uses: its own ``eps`` (validated against the sample shape,
+        named ``attack__eps``) or ``default``; arrays become tensors on ``device_``."""
+        own = getattr(attack, "eps", None)
+        eps = default if own is None else self._check_perturb_epsilon(own, "attack__eps")
+        if isinstance(eps, np.ndarray):
+            eps = torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32)).to(self.device_)
+        return eps
+
+    def _check_compile_option(self):
+        """``compile`` options are checked before training (torch.compile raises only when
+        called, mid-fit, otherwise)."""
+        if not isinstance(self.compile, dict):
+            return
+        try:
+            torch.compile(torch.nn.Identity(), **self.compile)
+        except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/TypeError/...
+            raise ValueError(f"`compile`={self.compile!r} is not valid for torch.compile: "
+                             f"{type(exc).__name__}: {exc}") from None
+
     def _check_margin_params(self):
+        if not isinstance(self.epsilon, str) and self.epsilon > _F32_MAX:
+            raise ValueError(f"`epsilon`={self.epsilon!r} overflows float32 (max 3.4e38); pass a "
+                             "radius in the units of X, or 'auto'.")
         for name in ("m_in", "m_out"):
             v = getattr(self, name)
             if not isinstance(v, str) and not math.isfinite(v):
@@ -418,21 +515,17 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"`m_out` ({self.m_out}) must be greater than `m_in` ({self.m_in}).")
 
     def _restore_point(self):
-        """Return a function that puts back the current attributes (and, for a warm start,
-        the weights that training would change in place)."""
+        """Return a function that puts back the current attributes. ``fit`` never modifies
+        a module in place (a warm start trains a copy of ``module_``), so the attributes
+        are all there is to put back."""
         attrs = self.__dict__.copy()
         history = list(attrs.get("history_", []))
-        module = attrs.get("module_") if self.warm_start else None
-        weights = None if module is None else copy.deepcopy(module.state_dict())
 
         def restore():
             self.__dict__.clear()
             self.__dict__.update(attrs)
             if "history_" in attrs:
                 self.history_ = history
-            if module is not None:
-                module.load_state_dict(weights)
-                module.eval()
         return restore
 
     def _prepare_fit_data(self, X, y, X_outliers):
@@ -443,7 +536,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         shape = tuple(Xc.shape[1:])
         input_range = self._resolve_input_range(shape)
         outlier_arrays, labels = [], None
-        label_free_outliers = is_outlier_array(y, shape)
+        label_free_outliers = is_outlier_array(y, shape, len(Xc))
         if label_free_outliers:
             if X_outliers is not None:
                 raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
@@ -464,11 +557,16 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         check_input_range(Xc, input_range, "X")
         for arr in outlier_arrays:
             check_input_range(arr, input_range, "X_outliers")
+        source_array = None
+        if _is_array_param(self.outliers):  # same validation as X_outliers
+            source_array = check_more_inputs(self.outliers, name="outliers", sample_shape=shape)
+            check_input_range(source_array, input_range, "outliers")
         if labels is not None and isinstance(self.backbone, str) and len(np.unique(labels)) < 2:
             raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
                              "of at least two classes, or fit without labels (y=None).")
         return {"X": Xc, "labels": labels, "shape": shape, "input_range": input_range,
-                "outliers": np.concatenate(outlier_arrays) if outlier_arrays else None}
+                "outliers": np.concatenate(outlier_arrays) if outlier_arrays else None,
+                "source_array": source_array}
 
     def _resolve_input_range(self, shape):
         r = self.input_range
@@ -495,7 +593,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if self.validation_fraction > 0:
             n_val = min(max(n_val, 1), n - 2)
         perm = rng.permutation(n)
-        val_idx, tr_idx = perm[:n_val], perm[n_val:]
+        val_idx, tr_idx = _state.keep_classes_in_training(perm, n_val, labels)
+        n_val = len(val_idx)
         if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
             train_X = X.view(tr_idx)
             X_val = X.view(val_idx) if n_val else train_X
@@ -516,8 +615,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.module_ = module
         self.epsilon_ = self._resolve_epsilon(X_tr, shape)
         self.lam_ = (0.1 if self.loss == "energy" else 0.5) if self.lam == "auto" else float(self.lam)
-        if not resuming:
-            self.history_ = []
+        self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
         y_tr = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
 
         pre = self.pretrain_epochs
@@ -538,23 +636,50 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         source = self._fit_outlier_source(data, X_tr, shape, gen)
         attack = resolve_attack(self.attack)
+        if attack is not None:
+            self._attack_eps(attack, 0.0)  # its own `eps` fits the samples: fail before training
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
-        stopped = self._run_stage("pretrain", pre, train_X, y_tr, CrossEntropyOnly(), None, None,
-                                  gen, device)
-        if not stopped:
+        # ``progress["kept"]``: (weights, len(history_)) of the last completed epoch (the
+        # initial weights once training started); a KeyboardInterrupt anywhere after that
+        # point keeps them and still computes the threshold.
+        progress = {"kept": None, "where": "fit"}
+        interrupted = False
+        try:
+            stopped = self._run_stage("pretrain", pre, train_X, y_tr, CrossEntropyOnly(), None, None,
+                                      gen, device, progress)
+            progress["where"] = "finetune (before its first epoch)" if n_ft else "fit (after training)"
             self._set_margins(X_tr, device)
-            loss_fn = (CrossEntropyOnly() if source is None else
-                       EnergyMarginLoss(self.lam_, self.m_in_, self.m_out_, self.temperature)
-                       if self.loss == "energy" else SoftmaxOELoss(self.lam_))
-            self._run_stage("finetune", n_ft, train_X, y_tr, loss_fn, source, attack, gen, device)
-        else:
-            self._set_margins(X_tr, device)
-        self.module_.eval()
-        self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
-        self.validation_scores_ = self._validation_scores(X_val)
-        self.offset_ = float(np.quantile(self.validation_scores_, self.contamination))
+            if not stopped:
+                loss_fn = (CrossEntropyOnly() if source is None else
+                           EnergyMarginLoss(self.lam_, self.m_in_, self.m_out_, self.temperature)
+                           if self.loss == "energy" else SoftmaxOELoss(self.lam_))
+                self._run_stage("finetune", n_ft, train_X, y_tr, loss_fn, source, attack, gen,
+                                device, progress)
+            progress["where"] = "fit (while fitting the score and scoring the validation data)"
+            self.module_.eval()
+            self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
+            self.validation_scores_ = self._validation_scores(X_val)
+        except KeyboardInterrupt:
+            if progress["kept"] is None:  # nothing trained yet: fit restores the old state
+                raise
+            interrupted = True
+        if interrupted:  # a second Ctrl-C from here on aborts fit (the old state comes back)
+            weights, n_hist = progress["kept"]
+            self.module_.load_state_dict(weights)
+            del self.history_[n_hist:]
+            self.module_.eval()
+            warnings.warn(f"fit interrupted in {progress['where']}; the weights of the last "
+                          f"completed epoch ({n_hist} in history_) are kept and the threshold is "
+                          "computed.", TrainingInterruptedWarning)
+            if not hasattr(self, "m_in_"):
+                self._set_margins(X_tr, device)
+            self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
+            self.validation_scores_ = self._validation_scores(X_val)
+        self.offset_ = self._conformal_offset(self.validation_scores_, self.contamination)
+        if interrupted and self.checkpoint_dir is not None and _distributed.is_main_process():
+            self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
 
     def _validation_scores(self, X_val):
@@ -661,8 +786,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ``X_all``: all training rows (a Dataset view) when ``X_tr`` is only a subset."""
         bb = self.backbone
         lab_tr = None if labels is None else labels[tr_idx]
-        if resuming:
-            module = self.module_
+        if resuming:  # train a copy: a failed fit leaves the fitted module_ untouched
+            module = copy.deepcopy(self.module_)
             fresh = False
         elif isinstance(bb, torch.nn.Module):
             module, fresh = copy.deepcopy(bb), False
@@ -708,7 +833,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             logits = _training.batched_outputs(module, self._batches(X_tr if X_all is None else X_all),
                                                lambda t: t.argmax(1),
                                                batch_size=self._infer_batch(),
-                                               device=next(module.parameters()).device)
+                                               device=next(iter(module.parameters()),
+                                                           torch.empty(0)).device)
             targets = logits.numpy()
         else:
             targets = None
@@ -755,6 +881,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             source = _data.outlier_source(data["outliers"], self.num_workers)
         elif _data.is_dataset(self.outliers):
             source = _data.outlier_source(self.outliers, self.num_workers, self.input_range_)
+        elif data.get("source_array") is not None:
+            source = resolve_outliers(data["source_array"], shape)
         else:
             source = resolve_outliers(self.outliers, shape)
         if source is None:
@@ -782,18 +910,28 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if self.m_out_ <= self.m_in_:
             raise ValueError(f"`m_out` ({self.m_out_}) must be greater than `m_in` ({self.m_in_}).")
 
-    def _run_stage(self, stage, epochs, X_tr, y_tr, loss_fn, source, attack, gen, device):
-        """Run ``epochs`` epochs; return True if training had to stop early."""
+    def _run_stage(self, stage, epochs, X_tr, y_tr, loss_fn, source, attack, gen, device,
+                   progress=None):
+        """Run ``epochs`` epochs; return True if training had to stop early (non-finite
+        loss). ``progress["kept"]`` is updated to ``(weights, len(history_))`` before the
+        first epoch and after every completed one (see :meth:`_fit`)."""
         if epochs == 0:
             return False
+        progress = {} if progress is None else progress
         module = self.module_
         params = [p for p in module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("The `backbone` has no trainable parameters (module.parameters() "
+                             "with requires_grad=True is empty); pass a module with weights to "
+                             "train, or epochs=0 and pretrain_epochs=0 to only calibrate it.")
         if self.optimizer == "adam":
             opt = torch.optim.Adam(params, lr=self.lr)
         else:
             opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
+        batch_size = int(self.batch_size)
+        outlier_batch_size = None if self.outlier_batch_size is None else int(self.outlier_batch_size)
         world = _distributed.world_size() if self.distributed_ else 1
-        steps_per_epoch = _training.steps_per_epoch(len(X_tr), self.batch_size, world)
+        steps_per_epoch = _training.steps_per_epoch(len(X_tr), batch_size, world)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
         bar = None
         if self.verbose and _distributed.is_main_process():
@@ -803,41 +941,48 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         eps = self.epsilon_
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(device)
+        att_eps = self._attack_eps(attack, eps) if attack is not None else 0.0
+        sync_bn = self.distributed_ and _distributed.use_sync_batchnorm(
+            getattr(self, "sync_batchnorm", "auto"), module)
+        sync_handle = _distributed.convert_sync_batchnorm(module, device) if sync_bn else None
         # DDP/compile wrappers, autocast, grad scaler, outlier feed, batch provider
         stage_kw = _training.stage_options(
-            module, device=device, X=X_tr, y=y_tr, batch_size=self.batch_size, generator=gen,
+            module, device=device, X=X_tr, y=y_tr, batch_size=batch_size, generator=gen,
             source=source, attack=attack,
-            eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+            eps=att_eps,
             attack_fraction=self.attack_fraction, clip=clip, temperature=self.temperature,
-            outlier_batch_size=self.outlier_batch_size, amp=self.amp, compile=self.compile,
-            channels_last=self._channels_last(device), attack_refresh=self.attack_refresh,
-            ddp=self.distributed_, num_workers=self.num_workers)
+            outlier_batch_size=outlier_batch_size, amp=self.amp, compile=self.compile,
+            channels_last=self._channels_last(device), attack_refresh=int(self.attack_refresh),
+            ddp=self.distributed_, num_workers=int(self.num_workers))
         done = sum(r["stage"] == stage for r in self.history_)  # warm start: keep counting
         try:
+            progress["kept"] = (copy.deepcopy(module.state_dict()), len(self.history_))
             for epoch in range(done, done + epochs):
-                snapshot = copy.deepcopy(module.state_dict())
+                progress["where"] = f"{stage} epoch {epoch + 1}"
+                snapshot = progress["kept"][0]
                 try:
                     row = _training.train_epoch(
                         module, X_tr, y_tr, optimizer=opt, loss_fn=loss_fn,
-                        batch_size=self.batch_size, generator=gen, device=device, source=source,
-                        outlier_batch_size=self.outlier_batch_size, attack=attack,
-                        eps=attack.resolve_eps(eps) if attack is not None else 0.0,
+                        batch_size=batch_size, generator=gen, device=device, source=source,
+                        outlier_batch_size=outlier_batch_size, attack=attack,
+                        eps=att_eps,
                         attack_fraction=self.attack_fraction, clip=clip,
                         temperature=self.temperature, scheduler=sched, progress=bar, **stage_kw)
                     self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
+                    hint = ("lower `lr`" if stage == "pretrain" else
+                            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
+                            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
+                            "`lam` and the margins")
                     warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
-                                  "weights of the last completed epoch are kept; lower `lr`.",
+                                  f"weights of the last completed epoch are kept; {hint}.",
                                   NonFiniteLossWarning)
-                    return True
-                except KeyboardInterrupt:
-                    module.load_state_dict(snapshot)
-                    warnings.warn(f"fit interrupted in {stage} epoch {epoch + 1}; the weights of "
-                                  "the last completed epoch are kept.", TrainingInterruptedWarning)
                     return True
                 row = {"stage": stage, "epoch": epoch + 1, **row}
                 self.history_.append(row)
+                progress["kept"] = (copy.deepcopy(module.state_dict()), len(self.history_))
+                progress["where"] = f"{stage} epoch {epoch + 1} (after it completed)"
                 if bar is not None:
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ce", "energy_in", "energy_out")})
                 if self.checkpoint_dir is not None and _distributed.is_main_process():
@@ -845,6 +990,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         finally:
             if bar is not None:
                 bar.close()
+            if sync_handle is not None:
+                _distributed.revert_sync_batchnorm(sync_handle)
             if self.distributed_:  # BatchNorm statistics differ per rank: take rank 0's
                 _distributed.broadcast_module(module)
         return False
@@ -863,13 +1010,27 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         from .persistence import save
 
         os.makedirs(self.checkpoint_dir, exist_ok=True)
+        was = self.module_.training
         self.module_.eval()
-        save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
-        self.module_.train()
+        try:
+            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+        finally:
+            self.module_.train(was)
+
+    @staticmethod
+    def _conformal_offset(scores, contamination):
+        """Split-conformal threshold: the ``k = floor((n + 1) * contamination)``-th smallest
+        held-out score. For a new ID input exchangeable with the ``n`` held-out ones,
+        ``P(score < offset_) <= contamination`` (and ``> contamination - 1 / (n + 1)`` for
+        untied scores). With ``k < 1`` no such guarantee is possible: the smallest score is
+        used and a warning says how many held-out rows would be needed."""
+        return _state.conformal_offset(scores, contamination)
 
     # -------------------------------------------------------------- scoring
     def _infer_batch(self):
-        return max(int(self.batch_size), 256)
+        b = self.batch_size  # an invalid value set after fit is reported by the next fit
+        ok = isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1
+        return max(int(b), 256) if ok else 256
 
     def _scores_tensor(self, X):
         """``-E(x)`` for a float32 tensor or Dataset view ``X`` as float64 numpy."""
@@ -896,17 +1057,35 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         dev = self.device_
         if model is None:
             model = _training.compiled(self.module_, getattr(self, "compile", False))
-        return _training.batched_outputs(
+        out = _training.batched_outputs(
             model, self._batches(X),
             fn, batch_size=self._infer_batch(), device=dev,
             autocast_dtype=_training.amp_dtype(getattr(self, "amp", False), dev),
             out=np.empty((len(X), *tail), dtype=dtype), channels_last=self._channels_last(dev))
+        return self._recompute_overflow(X, out, fn, tail, model)
+
+    def _recompute_overflow(self, X, out, fn, tail, model=None):
+        """Rows whose float32 result overflowed (e.g. ``logits / T`` beyond 3.4e38 for huge
+        finite inputs) are recomputed with float64 logits, so finite inputs never give
+        NaN/inf scores; all other rows keep their bits."""
+        if out.dtype.kind != "f" or np.isfinite(out).all():
+            return out
+        flat = out.reshape(len(out), -1)
+        bad = np.flatnonzero(~np.isfinite(flat).all(1))
+        rows = X.view(bad) if isinstance(X, _data.DatasetView) else X[torch.from_numpy(bad)]
+        out[bad] = _training.batched_outputs(
+            self.module_ if model is None else _Float64(model), self._batches(rows),
+            lambda logits: fn(logits.double()),
+            batch_size=self._infer_batch(), device=self.device_,
+            out=np.empty((len(bad), *tail), dtype=out.dtype))
+        return out
 
     def _predict_rows(self, X, fn, dtype, tail=(), model=None):
         """Validate ``X`` and apply ``fn(logits)``: Datasets are streamed, large arrays are
         validated and converted chunk by chunk, so memory does not grow with ``len(X)``
         beyond the output (chunks are whole scoring batches: results are identical)."""
         check_is_fitted(self, "offset_")
+        _state.check_params(self)  # scoring-time parameters may have changed since fit
         if _data.is_dataset(X):
             view = _data.scoring_view(X, self.input_shape_, self.input_range_)
             return self._apply(view, fn, dtype, tail, model)
@@ -984,17 +1163,23 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         if contamination is not None:
             if not (isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
                 raise ValueError(f"`contamination` must be in (0, 0.5], got {contamination!r}.")
+        else:
+            _state.check_param(self, "contamination")  # may have been changed by set_params
         scores = self.validation_scores_ if X is None else self.score_samples(X)
+        new_c = self.contamination if contamination is None else contamination
+        offset = self._conformal_offset(scores, new_c)
         if contamination is not None:  # only after X passed validation
             self.contamination = contamination
-        self.offset_ = float(np.quantile(scores, self.contamination))
+        self.offset_ = offset
         return self
 
     def _require_classes(self):
         check_is_fitted(self, "offset_")
         if not hasattr(self, "classes_"):
-            raise AttributeError("This detector was fitted without class labels; predict_proba "
-                                 "and predict_class need a labelled fit or a pretrained module.")
+            raise NoClassesError("This detector was fitted without class labels, so it has no "
+                                 "classes: predict_proba and predict_class need a fit with labels "
+                                 "`y` or a pretrained module as `backbone`. Use score_samples / "
+                                 "predict for the OOD decision.")
 
     def predict_proba(self, X):
         """Class probabilities (softmax of the logits) of the in-distribution classes.
@@ -1056,23 +1241,26 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ndarray of shape (n, *input_shape_), float32, in the detector's input units
         (images in [0, 1], channels-first).
         """
+        _state.check_params(self)
         Xt = self._check_X(X)
         if epsilon is not None:
-            try:
-                e = np.asarray(epsilon, dtype=np.float64)
-            except (TypeError, ValueError):
-                e = np.array(np.nan)
-            if not (np.isfinite(e).all() and (e >= 0).all()):
-                raise ValueError(f"`epsilon` must be None or finite and >= 0, got {epsilon!r}.")
-        if direction not in (-1, 1):
+            epsilon = self._check_perturb_epsilon(epsilon)
+        if isinstance(direction, (bool, np.bool_)) or direction not in (-1, 1):
             raise ValueError(f"`direction` must be -1 (toward lower energy) or 1, got {direction!r}.")
         att = resolve_attack(attack)
+        _state.validate_object(att, "attack")
         if att is None:
-            return Xt.numpy()
-        eps = att.resolve_eps(self.epsilon_ if epsilon is None else epsilon)
+            return Xt.numpy().copy()  # never the caller's own array
+        eps = self.epsilon_ if epsilon is None else epsilon
         if isinstance(eps, np.ndarray):
             eps = torch.from_numpy(eps).to(self.device_)
-        gen = torch.Generator().manual_seed(_seed_from(random_state))
+        eps = self._attack_eps(att, eps)
+        try:
+            seed = _seed_from(random_state)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"`random_state` must be None, an int or a RandomState, got "
+                             f"{random_state!r} ({exc}).") from None
+        gen = torch.Generator().manual_seed(seed)
         model, temperature = self._score_model()
         out = []
         for start in range(0, len(Xt), self._infer_batch()):
@@ -1081,6 +1269,35 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                    temperature=temperature, generator=gen,
                                    direction=direction).cpu())
         return torch.cat(out).numpy()
+
+    def _check_perturb_epsilon(self, epsilon, name="epsilon"):
+        """A real number or one per feature, finite in float32 and >= 0; bools and strings
+        are refused (``True`` is not a radius, ``"0.1"`` is not a number)."""
+        msg = (f"`{name}` must be None, a number >= 0 or an array of one radius per feature "
+               f"(shape {tuple(self.input_shape_)} or broadcastable to it), finite in float32; "
+               f"got {epsilon!r}.")
+        if isinstance(epsilon, (bool, np.bool_, str, bytes)):
+            raise TypeError(msg)
+        if isinstance(epsilon, torch.Tensor):
+            epsilon = epsilon.detach().cpu().numpy()
+        try:
+            e = np.asarray(epsilon)
+        except (TypeError, ValueError):
+            raise TypeError(msg) from None
+        if e.dtype.kind not in "iuf":
+            raise TypeError(msg)
+        e = e.astype(np.float64)
+        if not (np.isfinite(e).all() and (e >= 0).all() and (np.abs(e) <= _F32_MAX).all()):
+            raise ValueError(msg)
+        if e.ndim:
+            try:
+                np.broadcast_shapes(e.shape, tuple(self.input_shape_))
+            except ValueError:
+                raise ValueError(msg) from None
+            if e.ndim > len(self.input_shape_):
+                raise ValueError(msg)
+            return e.astype(np.float32)
+        return float(e)
 
     # ---------------------------------------------------------- persistence
     def save(self, path):
@@ -1131,6 +1348,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
                           f"{__version__}.", UserWarning)
         self.__dict__.update(state)
+        self.__dict__.setdefault("sync_batchnorm", "auto")  # pickled before the parameter existed
         if "module_" in state:
             dev = torch.device(state["device_"])
             if dev.type == "cuda" and not torch.cuda.is_available():

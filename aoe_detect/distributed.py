@@ -36,7 +36,8 @@ import torch.distributed as dist
 
 __all__ = ["resolve", "is_active", "rank", "world_size", "is_main_process", "rank_device",
            "broadcast_seed", "wrap", "broadcast_module", "mean_over_ranks", "any_true",
-           "gather_rows", "launched_by_torchrun"]
+           "gather_rows", "launched_by_torchrun", "SyncBatchNorm", "use_sync_batchnorm",
+           "convert_sync_batchnorm", "revert_sync_batchnorm"]
 
 
 def launched_by_torchrun() -> bool:
@@ -172,3 +173,100 @@ def gather_rows(local, n):
         k = len(range(r, n, world))
         out[r::world] = p[:k].cpu().numpy()
     return out
+
+
+# ---------------------------------------------------------------- synchronised BatchNorm
+class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training-mode statistics are those of the *global* batch.
+
+    In training mode under an initialised process group with several ranks, the per-channel
+    sums, sums of squares and row counts of every rank are added with a differentiable
+    ``all_reduce`` (so the backward pass is exact too), then the batch is normalised with
+    the global mean and biased variance and the running statistics are updated with the
+    unbiased global variance, like one process seeing the whole global batch. Otherwise it
+    is plain BatchNorm. Unlike ``torch.nn.SyncBatchNorm`` it also runs on the CPU (gloo),
+    which is what the tests use. Parameters and buffers are the original layer's tensors
+    (see :func:`convert_sync_batchnorm`).
+    """
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {input.dim()}-D input)")
+
+    def forward(self, x):
+        if not (self.training and is_active() and world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        xf = x.float()
+        count = xf.new_tensor([x.numel() // max(c, 1)], dtype=torch.float32)
+        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        total = stats[-1]
+        mean = stats[:c] / total
+        var = (stats[c:2 * c] / total - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = (self.momentum if self.momentum is not None
+                     else 1.0 / float(self.num_batches_tracked))
+                unbiased = var * (total / (total - 1).clamp_min(1.0))
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                self.running_var.mul_(1 - m).add_(unbiased.detach().to(self.running_var.dtype), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        out = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out.to(x.dtype)
+
+
+def _batchnorm_layers(module):
+    """(parent, attribute name, layer) of every plain BatchNorm layer below ``module``."""
+    found = []
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if (isinstance(child, torch.nn.modules.batchnorm._BatchNorm)
+                    and not isinstance(child, (SyncBatchNorm, torch.nn.SyncBatchNorm))):
+                found.append((parent, name, child))
+    return found
+
+
+def use_sync_batchnorm(option, module) -> bool:
+    """Whether to synchronise BatchNorm statistics: ``option`` is the estimator's
+    ``sync_batchnorm`` ("auto"/True: when several ranks train and ``module`` has
+    BatchNorm layers; False: never)."""
+    if option is False or world_size() < 2:
+        return False
+    return bool(_batchnorm_layers(module))
+
+
+def convert_sync_batchnorm(module, device=None):
+    """Swap every BatchNorm layer of ``module`` for a :class:`SyncBatchNorm` sharing its
+    parameters and buffers (in place); return the handle :func:`revert_sync_batchnorm` needs.
+    The original layers see every update (same tensors), so reverting is exact."""
+    handle = []
+    for parent, name, bn in _batchnorm_layers(module):
+        sync = SyncBatchNorm.__new__(SyncBatchNorm)
+        torch.nn.Module.__init__(sync)
+        for attr in ("num_features", "eps", "momentum", "affine", "track_running_stats"):
+            setattr(sync, attr, getattr(bn, attr))
+        for pname, p in bn._parameters.items():
+            sync._parameters[pname] = p
+        for bname, b in bn._buffers.items():
+            sync._buffers[bname] = b
+        sync.train(bn.training)
+        setattr(parent, name, sync)
+        handle.append((parent, name, bn, sync))
+    return handle
+
+
+def revert_sync_batchnorm(handle):
+    """Put the original BatchNorm layers back (their tensors hold the trained values)."""
+    for parent, name, bn, sync in handle:
+        for pname, p in sync._parameters.items():  # load_state_dict may have replaced none,
+            bn._parameters[pname] = p                # but keep whatever sync holds now
+        for bname, b in sync._buffers.items():
+            bn._buffers[bname] = b
+        bn.train(sync.training)
+        setattr(parent, name, bn)

@@ -22,7 +22,7 @@ a cheap generative model of the ID data, and ID inputs whose semantics were dest
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
+
+from ._compat import Interval
 
 __all__ = [
     "OutlierSource",
@@ -46,6 +48,10 @@ __all__ = [
     "resolve_outliers",
     "OUTLIER_SOURCES",
 ]
+
+
+#: Upper bound of real-valued source parameters (beyond it float32 samples overflow).
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _torch_seed(generator: torch.Generator) -> int:
@@ -103,6 +109,10 @@ class UniformNoise(OutlierSource):
         always use the global pixel range seen in ``fit``.
     """
 
+    _parameter_constraints = {
+        "widen": [Interval(Real, 0, _F32_MAX, closed="both")],
+    }
+
     def __init__(self, widen: float = 0.0):
         self.widen = widen
 
@@ -125,6 +135,10 @@ class GaussianNoise(OutlierSource):
     scale : float, default=1.0
         Multiplier of the ID standard deviation.
     """
+
+    _parameter_constraints = {
+        "scale": [Interval(Real, 0, _F32_MAX, closed="right")],
+    }
 
     def __init__(self, scale: float = 1.0):
         self.scale = scale
@@ -155,6 +169,10 @@ class SmoothNoise(OutlierSource):
     max_cells : int, default=8
         Largest coarse grid side.
     """
+
+    _parameter_constraints = {
+        "max_cells": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(self, max_cells: int = 8):
         self.max_cells = max_cells
@@ -201,6 +219,13 @@ class LowDensityGMM(OutlierSource):
     max_fit_samples : int, default=5000
         Subsample size used for fitting.
     """
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "n_clusters": [Interval(Integral, 1, None, closed="left")],
+        "sigma": [Interval(Real, 0, _F32_MAX, closed="right")],
+        "max_fit_samples": [Interval(Integral, 2, None, closed="left")],
+    }
 
     def __init__(self, n_components=32, n_clusters=10, sigma=2.0, max_fit_samples=5000):
         self.n_components = n_components
@@ -251,6 +276,12 @@ class PermutedID(OutlierSource):
     max_pool : int, default=20000
         Number of ID rows kept to draw from.
     """
+
+    _parameter_constraints = {
+        "grid": [Interval(Integral, 1, None, closed="left")],
+        "blur": [Interval(Real, 0, _F32_MAX, closed="both")],
+        "max_pool": [Interval(Integral, 1, None, closed="left")],
+    }
 
     def __init__(self, grid=4, blur=0.3, max_pool=20000):
         self.grid = grid
@@ -305,6 +336,10 @@ class ArrayOutliers(OutlierSource):
         The outliers, in the same units as the ID inputs (uint8 images are scaled to [0, 1]).
     """
 
+    _parameter_constraints = {
+        "X": ["array-like", None],
+    }
+
     def __init__(self, X=None):
         self.X = X
 
@@ -314,8 +349,11 @@ class ArrayOutliers(OutlierSource):
             data = data.detach().cpu()
         else:
             data = torch.as_tensor(np.asarray(data))
-        if data.dtype == torch.uint8:
+        if data.dtype == torch.uint8 and data.dim() >= 3:  # uint8 images; tabular keeps values
             data = data.float() / 255.0
+        if not bool(torch.isfinite(data.float()).all()):
+            raise ValueError("`ArrayOutliers.X` contains NaN or infinity; finite outliers are "
+                             "expected.")
         self.data_ = data.float()
         if X is not None and self.data_[0].numel() == X[0].numel():
             self.data_ = self.data_.reshape((len(self.data_), *X.shape[1:]))
@@ -348,6 +386,16 @@ class GeneratorOutliers(OutlierSource):
     clip : bool, default=True
         Clip the samples to the ID value range seen in ``fit``.
     """
+
+    _parameter_constraints = {
+        "generator": [callable, None],
+        "latent_dim": [Interval(Integral, 1, None, closed="left"), tuple, list],
+        "sigma": [Interval(Real, 0, _F32_MAX, closed="right")],
+        "latent_sampler": [callable, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device, None],
+        "clip": ["boolean"],
+    }
 
     def __init__(self, generator=None, latent_dim=128, sigma=1.0, latent_sampler=None,
                  batch_size=256, device=None, clip=True):
@@ -408,6 +456,11 @@ class Mixture(OutlierSource):
         Non-negative relative weights (default: equal).
     """
 
+    _parameter_constraints = {
+        "sources": [list, tuple, None],
+        "weights": ["array-like", None],
+    }
+
     def __init__(self, sources=None, weights=None):
         self.sources = sources
         self.weights = weights
@@ -417,7 +470,7 @@ class Mixture(OutlierSource):
 
     def get_params(self, deep=True):
         params = super().get_params(deep=False)
-        if deep and self.sources is not None:
+        if deep and isinstance(self.sources, (list, tuple)):  # invalid values: fit says so
             for name, src in self._named():
                 params[name] = src
                 if hasattr(src, "get_params"):

@@ -22,9 +22,11 @@ import warnings
 import numpy as np
 import torch
 
+from ._state import validate_nested
+from .backbones import BACKBONES
 from .scores import build_scorer
 
-__all__ = ["save", "load", "FORMAT"]
+__all__ = ["save", "load", "check_save_path", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
 
@@ -107,7 +109,7 @@ def save(detector, path, _partial=False):
             np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
     }
     payload["sha256"] = _digest(payload)
-    path = os.fspath(path)
+    path = check_save_path(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".aoe-", suffix=".tmp")
     os.close(fd)
@@ -139,7 +141,21 @@ def _scorer_spec(scorer):
     return spec
 
 
-def _load_scorer(spec, state, path):
+def _load_scorer(spec, state, path, ood_score):
+    """Rebuild ``scorer_`` from its JSON spec and tensors, checked like a fitted one: the
+    score must be the detector's ``ood_score`` and every statistic finite."""
+    if not isinstance(spec, dict) or spec.get("name") != ood_score:
+        raise ValueError(f"{path!r} is corrupted: field `scorer_` describes score "
+                         f"{spec.get('name') if isinstance(spec, dict) else spec!r}, but the "
+                         f"saved `ood_score` is {ood_score!r}.")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path!r} is corrupted: field `scorer_state` must hold tensors.")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path!r} is corrupted: the score statistics {bad} hold NaN/inf.")
+    for key in [k for k in state if k.endswith("std")]:
+        if not bool((state[key] > 0).all()):
+            raise ValueError(f"{path!r} is corrupted: score statistic `{key}` must be positive.")
     try:
         scorer = build_scorer(spec["name"], temperature=spec["temperature"] or 1.0,
                               n_classes=spec["n_classes"], n_features=spec["n_features"],
@@ -150,6 +166,28 @@ def _load_scorer(spec, state, path):
         raise ValueError(f"{path!r} is corrupted: its score statistics do not load "
                          f"({type(exc).__name__}: {exc}).") from None
     return scorer.eval()
+
+
+def check_save_path(path, name="path"):
+    """Return ``os.fspath(path)`` if a file can be written there, else raise a ValueError
+    naming the problem (a folder, a missing or read-only parent folder). Call it before
+    long work whose result is to be saved (the CLI checks ``--out`` before training)."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`{name}` must be a str or os.PathLike file path, got "
+                        f"{type(path).__name__}.") from None
+    if not path:
+        raise ValueError(f"`{name}` is an empty string; pass a file path such as 'model.aoe'.")
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}`={path!r} is a folder; pass a file path inside it, e.g. "
+                         f"{os.path.join(path, 'model.aoe')!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"`{name}`={path!r}: the folder {folder!r} does not exist; create it first.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"`{name}`={path!r}: the folder {folder!r} is not writable.")
+    return path
 
 
 def _digest(payload):
@@ -188,6 +226,86 @@ def _n_logits(module, state):
     return None
 
 
+def _bad(path, field, why):
+    return ValueError(f"{path!r} holds an invalid `{field}`: {why}. The file was edited or "
+                      "damaged; it was not loaded.")
+
+
+def _check_loaded_params(det, path):
+    """The saved parameters go through the same checks as ``fit``."""
+    try:
+        det._validate_params()
+        validate_nested(det)
+        det._check_margin_params()
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path!r} holds an invalid parameter: {exc} The file was edited or "
+                         "damaged; it was not loaded.") from None
+
+
+def _finite_real(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
+    """Fitted values: the invariants ``fit`` establishes (finite threshold and margins,
+    consistent shapes, finite weights)."""
+    if spec.get("kind") not in ("builtin", "module"):
+        raise _bad(path, "backbone", f"kind {spec.get('kind')!r} is not 'builtin' or 'module'")
+    if spec["kind"] == "builtin" and spec.get("name") not in BACKBONES:
+        raise _bad(path, "backbone", f"unknown built-in backbone {spec.get('name')!r}")
+    n_logits = spec.get("n_logits")
+    if n_logits is not None and not (isinstance(n_logits, int) and n_logits >= 1):
+        raise _bad(path, "backbone.n_logits", f"{n_logits!r} is not a positive integer")
+    shape = fitted.get("input_shape_")
+    if (not isinstance(shape, list) or len(shape) not in (1, 3)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)):
+        raise _bad(path, "input_shape_", f"{shape!r} is not a list of 1 or 3 positive integers")
+    if "offset_" in fitted and not _finite_real(fitted["offset_"]):
+        raise _bad(path, "offset_", f"{fitted['offset_']!r} is not a finite number")
+    for k in ("m_in_", "m_out_", "lam_"):
+        if k in fitted and not _finite_real(fitted[k]):
+            raise _bad(path, k, f"{fitted[k]!r} is not a finite number")
+    if "lam_" in fitted and fitted["lam_"] < 0:
+        raise _bad(path, "lam_", f"{fitted['lam_']!r} is negative")
+    if "m_in_" in fitted and "m_out_" in fitted and not fitted["m_out_"] > fitted["m_in_"]:
+        raise _bad(path, "m_out_", f"{fitted['m_out_']!r} is not greater than m_in_ {fitted['m_in_']!r}")
+    rng = fitted.get("input_range_")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 2
+                                and all(_finite_real(v) for v in rng) and rng[0] < rng[1]):
+        raise _bad(path, "input_range_", f"{rng!r} is not null or [low, high] with finite low < high")
+    nf = fitted.get("n_features_in_")
+    if nf is not None and nf != shape[0]:
+        raise _bad(path, "n_features_in_", f"{nf!r} does not match input_shape_ {shape!r}")
+    eps = fitted.get("epsilon_")
+    if isinstance(eps, list):
+        arr = np.asarray(eps, dtype=object)
+        ok = (arr.ndim == 1 and len(arr) == (shape[0] if len(shape) == 1 else len(arr))
+              and all(_finite_real(v) and v >= 0 for v in eps))
+        if not ok:
+            raise _bad(path, "epsilon_", "not a list of finite radii >= 0, one per feature")
+    elif eps is not None and not (_finite_real(eps) and eps >= 0):
+        raise _bad(path, "epsilon_", f"{eps!r} is not a finite number >= 0")
+    classes = fitted.get("classes_")
+    if classes is not None:
+        if not isinstance(classes, list) or not classes or len(set(map(repr, classes))) != len(classes):
+            raise _bad(path, "classes_", "not a non-empty list of distinct labels")
+        if n_logits is not None and spec["kind"] == "builtin" and len(classes) != n_logits:
+            raise _bad(path, "classes_", f"{len(classes)} classes for {n_logits} logits")
+    hist = fitted.get("history_", [])
+    if not isinstance(hist, list) or not all(isinstance(r, dict) for r in hist):
+        raise _bad(path, "history_", "not a list of per-epoch records")
+    for k, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise _bad(path, f"state_dict.{k}", f"{type(t).__name__} is not a tensor")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise _bad(path, f"state_dict.{k}", "non-finite weights (NaN or inf)")
+    v = validation_scores
+    if v.dim() != 1 or not v.is_floating_point() or not bool(torch.isfinite(v).all()):
+        raise _bad(path, "validation_scores", "not a 1-D array of finite scores")
+    if "offset_" in fitted and len(v) == 0:
+        raise _bad(path, "validation_scores", "empty, but the detector has a threshold")
+
+
 def load(path, module=None, device="auto"):
     """Load a detector written by :func:`save`; never executes code from the file.
 
@@ -217,7 +335,16 @@ def load(path, module=None, device="auto"):
     from .backbones import build_backbone
     from .detector import AOEDetector, _resolve_device
 
-    path = os.fspath(path)
+    if module is not None and not isinstance(module, torch.nn.Module):
+        raise TypeError(f"`module` must be None or a torch.nn.Module instance of the architecture "
+                        f"the detector was fitted on, got {type(module).__name__} {module!r}. "
+                        "Built-in backbones (e.g. 'mlp') are rebuilt from the file: omit `module`.")
+    dev = _resolve_device(device)  # before reading: a bad `device` is the caller's error
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`path` must be a str or os.PathLike file path, got "
+                        f"{type(path).__name__}.") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
     try:
@@ -239,13 +366,15 @@ def load(path, module=None, device="auto"):
                          f"not written by AOEDetector.save): {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} expected).")
-    if "sha256" in payload:  # files written before the checksum was added have none
-        try:
-            ok = payload["sha256"] == _digest(payload)
-        except Exception:  # e.g. a field of an unexpected type
-            ok = False
-        if not ok:
-            raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
+    if "sha256" not in payload:  # mandatory: without it any edit would load silently
+        raise ValueError(f"{path!r} has no checksum (`sha256` field missing): it was edited or not "
+                         "written by AOEDetector.save, so it is refused. Save the detector again.")
+    try:
+        ok = payload["sha256"] == _digest(payload)
+    except Exception:  # e.g. a field of an unexpected type
+        ok = False
+    if not ok:
+        raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
     if payload.get("version") != __version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
@@ -260,7 +389,17 @@ def load(path, module=None, device="auto"):
             raise TypeError("unexpected field types")
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path!r} is corrupted: {type(exc).__name__}: {exc}") from None
-    det = AOEDetector(**{k: v for k, v in params.items() if k in AOEDetector().get_params()})
+    if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
+        raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
+                         "objects.")
+    known = AOEDetector().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
+                      "they are ignored.", UserWarning)
+    det = AOEDetector(**{k: v for k, v in params.items() if k in known})
+    _check_loaded_params(det, path)
+    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
     if skipped:
         warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
                       "set them again before refitting.", UserWarning)
@@ -282,7 +421,6 @@ def load(path, module=None, device="auto"):
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"The weights in {path!r} do not fit the backbone: {exc}") from None
-    dev = _resolve_device(device)
     det.module_ = net.to(dev).eval()
     det.device_ = dev
     for k in _FITTED:
@@ -296,5 +434,9 @@ def load(path, module=None, device="auto"):
     det.history_ = fitted.get("history_", [])
     det.validation_scores_ = payload["validation_scores"].numpy()
     if "scorer_" in fitted:
-        det.scorer_ = _load_scorer(fitted["scorer_"], payload.get("scorer_state", {}), path).to(dev)
+        det.scorer_ = _load_scorer(fitted["scorer_"], payload.get("scorer_state", {}), path,
+                                   det.ood_score).to(dev)
+    elif det.ood_score != "energy":
+        raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
+                         "no fitted score statistics (`scorer_`).")
     return det

@@ -42,7 +42,13 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 
 import aoe_detect
+import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning
+from aoe_detect.attacks import PGD
+from aoe_detect.detector import CalibrationWarning
+from aoe_detect.outliers import UniformNoise
+from aoe_detect.testing import (changed, check_bad_param, constraint_cases, describe_change,
+                                expected_results, snapshot)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
@@ -59,39 +65,7 @@ PROBE_I = np.r_[XI[:6], np.random.RandomState(5).rand(6, 1, 8, 8)]
 
 
 # ------------------------------------------------------------------------ state
-def _freeze(v):
-    if isinstance(v, nn.Module):
-        return ("module", id(v), v.training,
-                {k: t.detach().clone() for k, t in v.state_dict().items()})
-    if isinstance(v, np.ndarray):
-        return ("array", v.copy())
-    if isinstance(v, (list, tuple, dict, str, int, float, bool, type(None), torch.device)):
-        return ("value", repr(v))
-    return ("object", id(v))
-
-
-def _same(a, b):
-    if a[0] != b[0]:
-        return False
-    if a[0] == "module":
-        return (a[1:3] == b[1:3] and a[3].keys() == b[3].keys()
-                and all(torch.equal(a[3][k], b[3][k]) for k in a[3]))
-    if a[0] == "array":
-        return a[1].dtype == b[1].dtype and np.array_equal(a[1], b[1], equal_nan=True)
-    return a[1] == b[1]
-
-
-def snapshot(det, probe):
-    fitted = {k: _freeze(v) for k, v in vars(det).items() if k.endswith("_")}
-    scores = det.score_samples(probe).tobytes() if "offset_" in fitted else None
-    return repr(det.get_params(deep=False)), fitted, scores
-
-
-def changed(det, snap, probe):
-    params, fitted, scores = snapshot(det, probe)
-    if params != snap[0] or fitted.keys() != snap[1].keys() or scores != snap[2]:
-        return True
-    return any(not _same(fitted[k], snap[1][k]) for k in fitted)
+# snapshot / changed / the constraint battery are shared with the tests (aoe_detect.testing)
 
 
 # ------------------------------------------------------------------ bad inputs
@@ -163,9 +137,9 @@ BAD_FIT = [
     ("contamination NaN", {"contamination": float("nan")}, FIT, r"'contamination' parameter"),
     ("lr 0", {"lr": 0.0}, FIT, r"'lr' parameter"),
     ("temperature 0", {"temperature": 0.0}, FIT, r"'temperature' parameter"),
-    ("m_in NaN", {"m_in": float("nan")}, FIT, r"`m_in` must be a finite number"),
+    ("m_in NaN", {"m_in": float("nan")}, FIT, r"'m_in' parameter.*Got nan"),
     ("m_out <= m_in", {"m_in": 1.0, "m_out": 0.5}, FIT, r"`m_out` \(0\.5\) must be greater than `m_in`"),
-    ("m_out below auto m_in (fails mid-fit)", {"m_out": -1e6}, FIT, r"`m_out` .* must be greater than `m_in`"),
+    ("m_out below auto m_in (fails mid-fit)", {"m_out": -1e3}, FIT, r"`m_out` .* must be greater than `m_in`"),
     ("input_range reversed", {"input_range": (1.0, 0.0)}, FIT, r"`input_range` must be"),
     ("device unknown", {"device": "tpu"}, FIT, r"`device` must be"),
     ("backbone unknown", {"backbone": "vgg"}, FIT, r"'backbone' parameter.*'mlp'"),
@@ -189,7 +163,7 @@ BAD_METHODS = [
     ("score sparse tensor", lambda d: d.score_samples(torch.as_tensor(X).to_sparse()), r"`X` is a sparse tensor"),
     ("recalibrate contamination", lambda d: d.recalibrate(contamination=0.7), r"`contamination` must be in"),
     ("recalibrate bad X", lambda d: d.recalibrate(X[:, :1], contamination=0.1), r"X has 1 features"),
-    ("perturb epsilon < 0", lambda d: d.perturb(X, epsilon=-1.0), r"`epsilon` must be None or finite"),
+    ("perturb epsilon < 0", lambda d: d.perturb(X, epsilon=-1.0), r"`epsilon` must be None, a number >= 0"),
     ("perturb attack unknown", lambda d: d.perturb(X, attack="cw"), r"Unknown `attack` 'cw'; valid names"),
     ("perturb direction", lambda d: d.perturb(X, direction=0), r"`direction` must be"),
     ("score y length", lambda d: d.score(X, Y[:-1]), r"y has 79 entries"),
@@ -216,19 +190,24 @@ NOT_FITTED = {
 
 
 def _expect_error(base, probe, params, call, pattern, types=(ValueError, TypeError)):
-    det = copy.deepcopy(base).set_params(**params)
+    """``set_params(**params)`` then ``call`` must fail with a matching error; with the
+    parameters set back, the detector must be bitwise as before."""
+    det = copy.deepcopy(base)
     snap = snapshot(det, probe)
+    original = {k: det.get_params(deep=False)[k] for k in params}
     handled, detail = False, "no error"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            call(det)
+            call(det.set_params(**params))
     except types as exc:
         handled = re.search(pattern, str(exc)) is not None
         detail = f"{type(exc).__name__}: {str(exc).splitlines()[0][:110]}"
     except Exception as exc:  # the wrong kind of error
         detail = f"unexpected {type(exc).__name__}: {exc}"
-    return handled, changed(det, snap, probe), detail
+    det.set_params(**original)
+    what = describe_change(det, snap, probe)
+    return handled, what is not None, detail if what is None else f"{detail}; {what}"
 
 
 def bad_input_cases(fitted, fitted_img):
@@ -394,7 +373,8 @@ def resume_cases():
             ran = Faulty.calls == 3 * (4 - done)  # only the remaining epochs
             lost = repr(resumed.history_[:done]) != repr(first.history_) or not complete
             yield ("checkpoint: resume after interrupt", f"interrupted at step {at}/12",
-                   complete and ran and not w and _usable(resumed), lost,
+                   complete and ran and not [x for x in w if x.category is not CalibrationWarning]
+                   and _usable(resumed), lost,
                    f"{done} done + {4 - done} resumed")
 
 
@@ -481,7 +461,8 @@ def persistence_cases(fitted):
                                               "version": aoe_detect.__version__})]:
             path = os.path.join(tmp, "wrong.aoe")
             torch.save(obj, path)
-            yield load_case("persistence: foreign file", name, path, r"not an aoe-detect file|corrupted")
+            yield load_case("persistence: foreign file", name, path,
+                            r"not an aoe-detect file|corrupted|no checksum")
         # a save that fails half-way must leave the previous file intact
         real_save = torch.save
 
@@ -504,8 +485,206 @@ def persistence_cases(fitted):
                "previous file intact" if intact else "previous file damaged")
 
 
+# ------------------------------------------------------- issue 11: round two
+class NoParams(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, -x], 1)
+
+
+class FlatInTrain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return out.flatten() if self.training else out
+
+
+_LOADER = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(X)), 8)
+
+# (name, params set first, call, regex): each must fail clearly and damage nothing
+ROUND_TWO = [
+    ("warm start on device meta", {"warm_start": True, "device": "meta"}, FIT, r"`device` must be"),
+    ("device meta", {"device": "meta"}, FIT, r"`device` must be"),
+    ("backbone without parameters", {"backbone": NoParams()}, FIT, r"`backbone` has no trainable parameters"),
+    ("backbone 1-D only in train mode", {"backbone": FlatInTrain()}, FIT, r"2-D logits .*train mode"),
+    ("checkpoint_dir empty", {"checkpoint_dir": ""}, FIT, r"`checkpoint_dir` is an empty string"),
+    ("checkpoint_dir is a file", {"checkpoint_dir": __file__}, FIT, r"`checkpoint_dir`=.*not a folder"),
+    ("PGD steps -1", {"attack": PGD(steps=-1)}, FIT, r"`attack` \(PGD\).*'steps'"),
+    ("PGD step_size NaN", {"attack": PGD(step_size=float("nan"))}, FIT, r"`attack` \(PGD\).*'step_size'"),
+    ("UniformNoise widen NaN", {"outliers": UniformNoise(widen=float("nan"))}, FIT, r"'widen'"),
+    ("m_in -1e200", {"m_in": -1e200}, FIT, r"'m_in' parameter"),
+    ("temperature 1e-40", {"temperature": 1e-40}, FIT, r"'temperature' parameter"),
+    ("outliers= array with NaN", {"outliers": _with(X[:5], (0, 0), np.nan)}, FIT, r"Input outliers contains NaN"),
+    ("outliers= array of other width", {"outliers": np.zeros((5, 3))}, FIT, r"`outliers` has samples of shape"),
+    ("one-hot y", {}, lambda d: d.fit(X, np.eye(2, dtype=int)[Y]), r"one-hot"),
+    ("ambiguous float column y, 1 feature", {}, lambda d: d.fit(X[:, :1], Y[:, None].astype(float)), r"Ambiguous second argument"),
+    ("DataLoader to fit", {}, lambda d: d.fit(_LOADER), r"DataLoader.*loader\.dataset"),
+    ("DataLoader to score_samples", {}, lambda d: d.score_samples(_LOADER), r"DataLoader.*loader\.dataset"),
+    ("ragged list", {}, lambda d: d.fit([[1.0, 2.0], [3.0]] * 5), r"`X` is ragged"),
+    ("generator as X", {}, lambda d: d.score_samples(r for r in X), r"iterator"),
+    ("perturb epsilon True", {}, lambda d: d.perturb(X, epsilon=True), r"`epsilon` must be"),
+    ("perturb epsilon '0.1'", {}, lambda d: d.perturb(X, epsilon="0.1"), r"`epsilon` must be"),
+    ("perturb epsilon wrong length", {}, lambda d: d.perturb(X, epsilon=[0.1, 0.1, 0.1]), r"`epsilon` must be"),
+    ("perturb epsilon 1e39", {}, lambda d: d.perturb(X, epsilon=1e39), r"`epsilon` must be"),
+    ("perturb PGD steps -1", {}, lambda d: d.perturb(X, attack=PGD(steps=-1)), r"'steps'"),
+    ("perturb random_state", {}, lambda d: d.perturb(X, random_state="x"), r"`random_state`"),
+    ("recalibrate contamination 0.9 via set_params", {"contamination": 0.9}, lambda d: d.recalibrate(), r"'contamination' parameter"),
+    ("temperature 1e-40 set after fit, scored", {"temperature": 1e-40}, lambda d: d.score_samples(X), r"'temperature' parameter"),
+    ("load module='mlp'", {}, lambda d: AOEDetector.load(d.save(os.path.join(tempfile.gettempdir(), "aoe-fi.aoe")), module="mlp"), r"`module` must be"),
+    ("save into a missing folder", {}, lambda d: d.save(os.path.join(tempfile.gettempdir(), "no-such-dir-aoe", "m.aoe")), r"does not exist"),
+    ("save onto a folder", {}, lambda d: d.save(tempfile.gettempdir()), r"is a folder"),
+]
+
+
+def round_two_cases(fitted, fitted_unlabelled):
+    for name, params, call, pattern in ROUND_TWO:
+        yield ("issue 11: bad input / torch errors", name, *_expect_error(fitted, PROBE, params, call, pattern))
+    yield ("issue 11: bad input / torch errors", "predict_proba without labels",
+           *_expect_error(fitted_unlabelled, PROBE, {}, lambda d: d.predict_proba(X), r"without class labels",
+                          types=(AttributeError,)))
+    # behaviour that must hold (no error): the same values mean the same thing
+    checks = []
+    xb = torch.tensor(PROBE, dtype=torch.bfloat16)
+    checks.append(("bfloat16 tensor scored as float32",
+                   fitted.score_samples(xb).tobytes() == fitted.score_samples(xb.float().numpy()).tobytes()))
+    out = fitted.perturb(PROBE, attack=None)
+    checks.append(("perturb(attack=None) returns a copy", not np.shares_memory(out, PROBE)))
+    Xi = np.round(np.abs(X) * 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = AOEDetector(**TINY).fit(Xi.astype(np.uint8), Y)
+        b = AOEDetector(**TINY).fit(Xi.astype(np.int64), Y)
+        c = AOEDetector(**TINY).fit(X[:, :1], Y[:, None])
+        d = AOEDetector(**{**TINY, "batch_size": np.int64(32)}).fit(X, Y)
+        one = AOEDetector(**{**TINY, "validation_fraction": 0.5}).fit(np.r_[X, [[0.0, 9.0]]], np.r_[Y, 2])
+    checks.append(("uint8 tabular == int64 tabular", a.score_samples(Xi).tobytes() == b.score_samples(Xi).tobytes()))
+    checks.append(("(n, 1) integer y is labels", getattr(c, "classes_", np.array([])).tolist() == [0, 1]))
+    checks.append(("batch_size=np.int64(32) == 32", d.score_samples(PROBE).tobytes() == fitted.score_samples(PROBE).tobytes()))
+    checks.append(("a class with one row stays in training", one.classes_.tolist() == [0, 1, 2]))
+    big = np.r_[PROBE, PROBE * 1e20, [[3e38, -3e38]]]
+    for t in (1e-3, 1e3):
+        checks.append((f"finite scores for huge finite inputs, temperature={t:g}",
+                       np.isfinite(copy.deepcopy(fitted).set_params(temperature=t).score_samples(big)).all()))
+    for name, ok in checks:
+        yield ("issue 11: data meaning / aliasing", name, bool(ok), not ok, "ok" if ok else "differs")
+
+
+def constraint_battery_cases(fitted):
+    """Bad values derived from every declared constraint (estimator and nested objects)."""
+    expected = expected_results(fitted, PROBE, Y)
+    for owner, name, value, settings in constraint_cases(AOEDetector):
+        problems = check_bad_param(fitted, settings, name, X, Y, PROBE, expected=expected)
+        lost = any(p.startswith(("fitted attributes", "scores changed", "get_params", "scoring fails"))
+                   for p in problems)
+        yield ("bad parameter derived from its declared constraints", f"{owner}.{name}={value!r}"[:80],
+               not problems, lost, "; ".join(problems)[:160] or "ok")
+
+
+def _tamper(path, edit, recompute=True):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    edit(payload)
+    if recompute:
+        payload["sha256"] = persistence._digest(payload)
+    torch.save(payload, path)
+
+
+def _set_json(field, key, value):
+    def edit(p):
+        d = json.loads(p[field])
+        d[key] = value
+        p[field] = json.dumps(d)
+    return edit
+
+
+TAMPER = [
+    ("sha256 deleted", lambda p: p.pop("sha256"), False, r"no checksum"),
+    ("offset_ NaN", _set_json("fitted", "offset_", float("nan")), True, r"`offset_`"),
+    ("offset_ a string", _set_json("fitted", "offset_", "x"), True, r"`offset_`"),
+    ("contamination 7", _set_json("params", "contamination", 7), True, r"'contamination'"),
+    ("batch_size -3", _set_json("params", "batch_size", -3), True, r"'batch_size'"),
+    ("temperature 1e-40", _set_json("params", "temperature", 1e-40), True, r"'temperature'"),
+    ("m_out below m_in", _set_json("fitted", "m_out_", -1e9), True, r"`m_out_`"),
+    ("input_shape_ negative", _set_json("fitted", "input_shape_", [-2]), True, r"`input_shape_`"),
+    ("input_range_ reversed", _set_json("fitted", "input_range_", [1.0, 0.0]), True, r"`input_range_`"),
+    ("epsilon_ wrong length", _set_json("fitted", "epsilon_", [0.1]), True, r"`epsilon_`"),
+    ("classes_ duplicated", _set_json("fitted", "classes_", [0, 0]), True, r"`classes_`"),
+    ("backbone name unknown", _set_json("backbone", "name", "vgg"), True, r"`backbone`"),
+    ("attack param invalid", _set_json("params", "attack", "cw"), True, r"'attack'"),
+    ("weights NaN", lambda p: p["state_dict"].update(
+        {k: v * float("nan") for k, v in list(p["state_dict"].items())[:1]}), True, r"`state_dict\."),
+    ("validation scores NaN", lambda p: p.update(
+        validation_scores=torch.full((3,), float("nan"), dtype=torch.float64)), True, r"`validation_scores`"),
+]
+
+
+def tamper_cases(fitted):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, edit, recompute, pattern in TAMPER:
+            path = fitted.save(os.path.join(tmp, "t.aoe"))
+            _tamper(path, edit, recompute)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    AOEDetector.load(path)
+                handled, lost, detail = False, True, "loaded"
+            except ValueError as exc:
+                handled, lost, detail = re.search(pattern, str(exc)) is not None, False, str(exc)[:100]
+            except Exception as exc:
+                handled, lost, detail = False, False, f"unexpected {type(exc).__name__}: {exc}"
+            yield ("persistence: edited file, checksum recomputed", name, handled, lost, detail)
+
+
+def interrupt_anywhere_cases():
+    """Ctrl-C outside the training steps after >= 1 completed epoch: checkpoint writing (each
+    of the 4), between pretraining and fine-tuning, the final validation scoring."""
+    spots = [("while writing checkpoint", k) for k in (1, 2, 3, 4)]
+    spots += [("between pretraining and fine-tuning", None), ("during final validation scoring", None)]
+    for where, k in spots:
+        with tempfile.TemporaryDirectory() as tmp:
+            det = AOEDetector(**{**TINY, "pretrain_epochs": 2, "epochs": 2, "checkpoint_dir": tmp})
+            n = {"k": 0}
+            if where.startswith("while"):
+                target, attr = persistence, "save"
+                expected = k
+            elif where.startswith("between"):
+                target, attr = AOEDetector, "_set_margins"
+                expected = 2
+            else:
+                target, attr = AOEDetector, "_validation_scores"
+                expected = 4
+            real = getattr(target, attr)
+
+            def fake(*a, _real=real, _k=(k or 1), **kw):
+                n["k"] += 1
+                if n["k"] == _k:
+                    raise KeyboardInterrupt
+                return _real(*a, **kw)
+            setattr(target, attr, fake)
+            try:
+                with warnings.catch_warnings(record=True) as w:
+                    warnings.simplefilter("always")
+                    det.fit(X, Y)
+                warned = any(issubclass(x.category, TrainingInterruptedWarning) for x in w)
+                err = None
+            except KeyboardInterrupt:
+                warned, err = False, "KeyboardInterrupt propagated"
+            finally:
+                setattr(target, attr, real)
+            ok = err is None and len(det.history_) == expected and _usable(det)
+            behind = True
+            if ok:
+                state, hist = _ckpt_state(tmp)
+                behind = not (_weights_equal(det.module_, state) and len(hist) == expected)
+            yield ("training fault: KeyboardInterrupt outside the steps",
+                   f"{where}{'' if k is None else f' {k}/4'}", ok and warned, not ok or behind,
+                   err or f"{len(det.history_)} epochs kept, checkpoint {'behind' if behind else 'current'}")
+
+
 # ------------------------------------------------------------------------ main
 def run():
+    warnings.simplefilter("ignore", CalibrationWarning)  # tiny data: 8 held-out rows, expected
     torch.manual_seed(0)
     fitted = AOEDetector(**TINY).fit(X, Y)
     fitted_img = AOEDetector(**{**TINY, "batch_size": 16}).fit(XI, YI)
@@ -513,8 +692,13 @@ def run():
     _arm(None)
     fitted_user = AOEDetector(**{**TINY, "backbone": Faulty()}).fit(X, Y)
     rows = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted_unlabelled = AOEDetector(**{**TINY, "pretrain_epochs": 0}).fit(X)
     for gen in (bad_input_cases(fitted, fitted_img), nonfinite_cases(), interrupt_cases(),
-                crash_cases(fitted_user), resume_cases(), persistence_cases(fitted)):
+                interrupt_anywhere_cases(), crash_cases(fitted_user), resume_cases(),
+                persistence_cases(fitted), tamper_cases(fitted),
+                round_two_cases(fitted, fitted_unlabelled), constraint_battery_cases(fitted)):
         rows.extend(gen)
     return rows
 
