@@ -331,7 +331,8 @@ def batched_outputs(model, X, fn, *, batch_size, device, autocast_dtype=None, ou
                 with torch.autocast(device.type, dtype=autocast_dtype,
                                     enabled=autocast_dtype is not None):
                     logits = model(xb)
-                pending.append(fn(logits.float()))
+                # float64 outputs (rows recomputed after a float32 overflow) stay float64
+                pending.append(fn(logits if logits.dtype == torch.float64 else logits.float()))
                 if len(pending) >= flush_every:
                     flush()
             flush()

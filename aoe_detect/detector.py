@@ -1055,10 +1055,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         batch into a preallocated ``(n, *tail)`` array of ``dtype``. ``model``: another
         module than ``module_`` (a score head; not compiled)."""
         dev = self.device_
-        if model is None:
-            model = _training.compiled(self.module_, getattr(self, "compile", False))
         out = _training.batched_outputs(
-            model, self._batches(X),
+            _training.compiled(self.module_, getattr(self, "compile", False)) if model is None
+            else model, self._batches(X),
             fn, batch_size=self._infer_batch(), device=dev,
             autocast_dtype=_training.amp_dtype(getattr(self, "amp", False), dev),
             out=np.empty((len(X), *tail), dtype=dtype), channels_last=self._channels_last(dev))

@@ -107,6 +107,11 @@ class FeatureTap:
         return False
 
 
+def _real(x):
+    """``x`` as float32, or as is when float64 (rows recomputed in double precision)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def _as_tensor(a, dtype=torch.float32):
     return torch.as_tensor(np.asarray(a), dtype=dtype)
 
@@ -125,7 +130,7 @@ class EnergyScore(nn.Module):
         return self
 
     def forward(self, logits, features=None):
-        return -energy(logits.float(), self.temperature)
+        return -energy(_real(logits), self.temperature)
 
 
 class MahalanobisScore(nn.Module):
@@ -156,9 +161,9 @@ class MahalanobisScore(nn.Module):
         return self
 
     def forward(self, logits, features):
-        z = features.float()
-        d = z[:, None, :] - self.means[None, :, :]                    # (n, C, D)
-        sq = torch.einsum("ncd,de,nce->nc", d, self.precision, d)    # (n, C)
+        z = _real(features)
+        d = z[:, None, :] - self.means.to(z.dtype)[None, :, :]        # (n, C, D)
+        sq = torch.einsum("ncd,de,nce->nc", d, self.precision.to(z.dtype), d)  # (n, C)
         return -sq.min(1).values
 
 
@@ -203,13 +208,13 @@ class KNNScore(nn.Module):
         return self._index
 
     def forward(self, logits, features):
-        z = self._normalise(features.float())
+        z = self._normalise(_real(features))
         if torch.is_grad_enabled() and z.requires_grad:
             # differentiable brute force, for white-box attacks on this score
             dist = torch.cdist(z, self.bank.to(z.dtype))
             return -dist.topk(self.resolved_k(), dim=1, largest=False).values[:, -1]
         dist, _ = self.index().kneighbors(z.detach().cpu().numpy(), return_distance=True)
-        return -torch.as_tensor(dist[:, -1], dtype=torch.float32, device=z.device)
+        return -torch.as_tensor(dist[:, -1], dtype=z.dtype, device=z.device)
 
     def __getstate__(self):  # the index is rebuilt from the bank, never pickled
         state = self.__dict__.copy()
@@ -248,7 +253,8 @@ class SumScore(nn.Module):
         return self
 
     def forward(self, logits, features):
-        return ((self.components(logits, features) - self.mean) / self.std).sum(1)
+        c = self.components(logits, features)
+        return ((c - self.mean.to(c.dtype)) / self.std.to(c.dtype)).sum(1)
 
 
 def build_scorer(name, *, temperature=1.0, n_classes=1, n_features=1, knn_k="auto",
@@ -285,7 +291,7 @@ class LogitsAndFeatures(nn.Module):
             raise ValueError("The feature layer was not called in the backbone's forward pass; "
                              "pass `feature_layer` the name of a layer that is.")
         object.__setattr__(self, "_layer_width", int(tap.features.shape[1]))
-        return torch.cat([logits.float(), tap.features.float()], 1)
+        return torch.cat([_real(logits), _real(tap.features)], 1)
 
 
 class ScoreHead(nn.Module):
@@ -310,5 +316,5 @@ class ScoreHead(nn.Module):
         with FeatureTap(self._layer) as tap:
             logits = self.backbone(x)
         if self.components:  # the parts of a SumScore, before standardisation: (n, n_parts)
-            return self.scorer.components(logits.float(), tap.features.float())
-        return self.scorer(logits.float(), tap.features.float())[:, None]
+            return self.scorer.components(_real(logits), _real(tap.features))
+        return self.scorer(_real(logits), _real(tap.features))[:, None]
