@@ -363,7 +363,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
                  channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
-                 sync_batchnorm="auto", ood_score="energy", feature_layer=None, knn_k="auto",
+                 sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None, knn_k="auto",
                  knn_max_samples=10000):
         self.backbone = backbone
         self.outliers = outliers
@@ -610,8 +610,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         module, n_classes, targets, fresh = self._build_module(X_tr, labels, tr_idx, resuming,
                                                                X_all=train_X)
         module = module.to(device)
-        if self.ood_score in FEATURE_SCORES:  # fail before training, not after
-            feature_layer(module, self.feature_layer)
+        if self.ood_score in FEATURE_SCORES and any(True for _ in module.parameters()):
+            feature_layer(module, self.feature_layer)  # fail before training, not after
         self.module_ = module
         self.epsilon_ = self._resolve_epsilon(X_tr, shape)
         self.lam_ = (0.1 if self.loss == "energy" else 0.5) if self.lam == "auto" else float(self.lam)
@@ -705,7 +705,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             logits, feats = out[:, :k], out[:, k:]
             # labels of the rows in X_tr: y_tr unless X_tr is a subset of a streamed Dataset;
             # then (and for a label-free fit of a pretrained module) the backbone's predictions
-            if y_tr is not None and train_X is X_tr:
+            # (a Dataset's fit subset is all its rows, in order, when it has few enough)
+            if y_tr is not None and len(X_tr) == len(y_tr):
                 labels = y_tr.numpy()
             elif hasattr(self, "classes_") and k > 1:
                 labels = logits.argmax(1).numpy()

@@ -41,6 +41,8 @@ References
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from sklearn.covariance import LedoitWolf
@@ -90,15 +92,20 @@ def feature_layer(module, name=None):
 
 class FeatureTap:
     """Context manager capturing the (flattened, first positional) input of ``layer`` at
-    every forward pass of the model it belongs to; the hook is removed on exit."""
+    every forward pass of the model it belongs to, in the thread that entered it (other
+    threads may score with the same module at the same time); the hook is removed on exit."""
 
     def __init__(self, layer):
         self.layer, self.features, self._handle = layer, None, None
+        self._thread = threading.get_ident()
 
     def _hook(self, _module, args):
-        self.features = args[0].flatten(1)
+        # only this thread's forward passes: scoring from several threads shares the module
+        if threading.get_ident() == self._thread:
+            self.features = args[0].flatten(1)
 
     def __enter__(self):
+        self._thread = threading.get_ident()
         self._handle = self.layer.register_forward_pre_hook(self._hook)
         return self
 
@@ -282,6 +289,7 @@ class LogitsAndFeatures(nn.Module):
     def __init__(self, backbone, layer_name=None):
         super().__init__()
         self.backbone = backbone
+        self.training = backbone.training  # mirror it: callers that toggle modes restore both
         object.__setattr__(self, "_layer", feature_layer(backbone, layer_name))
 
     def forward(self, x):
@@ -306,6 +314,7 @@ class ScoreHead(nn.Module):
     def __init__(self, backbone, scorer, layer_name=None, components=False):
         super().__init__()
         self.backbone, self.scorer, self.components = backbone, scorer, components
+        self.training = scorer.training = backbone.training  # mirror the backbone's mode
         # a plain attribute, not a registered submodule (it already is one of the backbone)
         object.__setattr__(self, "_layer", feature_layer(backbone, layer_name)
                            if getattr(scorer, "needs_features", False) else None)

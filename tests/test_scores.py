@@ -158,11 +158,7 @@ def digits():
 @pytest.fixture(scope="module")
 def fitted_scores(digits):
     X, y, _, _ = digits
-    energy_det = AOEDetector(**FAST).fit(X, y)
-    out = {"energy": energy_det}
-    for name in SCORES[1:]:
-        out[name] = AOEDetector(**FAST, ood_score=name).fit(X, y)
-    return out
+    return {name: AOEDetector(**FAST, ood_score=name).fit(X, y) for name in SCORES}
 
 
 def test_scores_share_the_training_and_differ_only_in_the_score(fitted_scores, digits):
@@ -266,3 +262,12 @@ def test_feature_scores_are_finite_for_huge_finite_inputs(fitted_scores, digits)
         # ordinary rows keep their bits (only overflowed rows are recomputed in float64)
         np.testing.assert_array_equal(s[:5], det.score_samples(X_id[:5]))
         assert (s[5:] < det.offset_).all(), name  # and they are flagged as OOD
+
+
+def test_scoring_with_a_feature_score_leaves_the_module_in_eval_mode(fitted_scores, digits):
+    _, _, X_id, _ = digits
+    for name, det in fitted_scores.items():
+        assert not any(m.training for m in det.module_.modules()), name
+        det.score_samples(X_id[:10])
+        det.perturb(X_id[:10], attack="fgsm")
+        assert not any(m.training for m in det.module_.modules()), name
