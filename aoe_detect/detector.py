@@ -199,13 +199,21 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         (initialises the group from the torchrun environment if needed); ``False``: never.
         ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
         shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
+    outlier_label : int or str, default=-1
+        The label that marks an outlier row in ``y``: in ``fit`` such rows are training
+        outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
+        (``{3, 7, 100}``) or strings; with string labels use a string marker such as
+        ``outlier_label="outlier"``. For integer labels every other negative label is an
+        error in ``fit`` (and counts as OOD in :meth:`score`).
 
     Attributes
     ----------
     module_ : torch.nn.Module
         The fine-tuned backbone (in eval mode, on ``device_``).
     classes_ : ndarray of shape (n_classes,)
-        Class labels (only when fitted with labels or a pretrained module).
+        The class labels as given in ``y`` (integers or strings, sorted; only when fitted
+        with labels or a pretrained module, whose classes are ``0..k-1``). Logit ``j`` of
+        ``module_`` is class ``classes_[j]``; :meth:`predict_class` returns these labels.
     offset_ : float
         ``contamination`` quantile of ``score_samples`` on the held-out ID data;
         ``decision_function = score_samples - offset_``.
@@ -224,6 +232,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         Whether ``fit`` trained data-parallel over a process group.
     n_features_in_ : int
         Number of features (tabular) or channels (images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    outlier_source_ : object with ``sample(n, generator)``
+        The fitted outlier source used for training (only when outlier exposure ran). It
+        can hold training data, so it is **not** pickled (see ``__getstate__``) nor saved
+        by :meth:`save`.
 
     References
     ----------
@@ -276,6 +290,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
         "attack_refresh": [Interval(numbers.Integral, 1, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
+        "outlier_label": [numbers.Integral, str],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -284,7 +299,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
-                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto"):
+                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
+                 outlier_label=-1):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -315,6 +331,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.num_workers = num_workers
         self.attack_refresh = attack_refresh
         self.distributed = distributed
+        self.outlier_label = outlier_label
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, X_outliers=None):
@@ -322,7 +339,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         Accepted forms:
 
-        - ``fit(X, y)``: integer class labels; rows with ``y == -1`` are training outliers.
+        - ``fit(X, y)``: class labels (integers or strings, mapped through ``classes_``);
+          rows with ``y == outlier_label`` (default -1) are training outliers.
         - ``fit(X, y, X_outliers=A)``: labels plus an explicit outlier array.
         - ``fit(X_id, X_outliers)``: label-free; a second positional argument whose samples
           have the same shape as ``X``'s is an outlier array.
@@ -416,10 +434,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                  "second positional argument AND as `X_outliers`; pass one.")
             outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
         elif y is not None:
-            labels, is_out = labels_from_y(y, len(Xc))
+            labels, is_out = labels_from_y(y, len(Xc), outlier_label=self.outlier_label)
             if is_out.all():
-                raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
-                                 "rows are needed.")
+                raise ValueError(f"All rows of `y` are {self.outlier_label!r} (outliers); at least "
+                                 "two in-distribution rows are needed.")
             if is_out.any():
                 outlier_arrays.append(Xc[is_out])
                 Xc, labels = Xc[~is_out], labels[~is_out]
@@ -604,6 +622,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                      f"{self.classes_.tolist()}.")
                 targets = np.searchsorted(self.classes_, lab_tr)
             else:
+                if lab_tr.dtype.kind not in "iu":
+                    raise ValueError(f"`y` holds {lab_tr.dtype} labels, but a pretrained module's "
+                                     f"outputs are class indices: pass integer labels in [0, {k}) "
+                                     "that follow the module's output order.")
                 if lab_tr.max() >= k:
                     raise ValueError(f"`y` has label {int(lab_tr.max())} but the backbone outputs only "
                                      f"{k} logits; labels must be class indices in [0, {k}).")
@@ -921,7 +943,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ----------
         X : array-like
         y : array-like of shape (n,)
-            ``y < 0`` marks OOD rows; any other value is in-distribution.
+            ``outlier_label`` (and, for numeric labels, any ``y < 0``) marks OOD rows; any
+            other value (class labels, numbers or strings) is in-distribution.
 
         Returns
         -------
@@ -929,7 +952,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             AUROC in [0, 1] (nan with a warning if one side is empty).
         """
         from .metrics import auroc_scorer
+        from .model_selection import ood_mask
 
+        if y is not None:
+            y = np.where(ood_mask(y, getattr(self, "outlier_label", -1)), -1, 1)
         return auroc_scorer(self, X, y)
 
     def perturb(self, X, attack="fgsm", epsilon=None, direction=-1, random_state=None):
@@ -1008,7 +1034,15 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         return load(path, module=module, device=device)
 
     def __getstate__(self):
+        """Pickle/joblib state: the module as a CPU copy, without training data.
+
+        ``outlier_source_`` is left out: it can hold training data (an outlier array passed
+        to ``fit``, rows labelled ``outlier_label``, the ID inputs of ``PermutedID``, a
+        Dataset). Scoring, ``predict``, ``recalibrate`` and a warm start do not need it. To
+        keep it, pickle it yourself: ``joblib.dump((det, det.outlier_source_), path)``.
+        """
         state = self.__dict__.copy()
+        state.pop("outlier_source_", None)
         if "module_" in state:
             state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
             state["device_"] = str(state["device_"])
