@@ -197,7 +197,7 @@ class OODStratifiedKFold(BaseCrossValidator):
             mask[ood_idx[ood_test]] = True
             yield mask
 
-    def split(self, X, y, groups=None):
+    def split(self, X, y=None, groups=None):
         """Generate ``(train, test)`` index arrays.
 
         Parameters
