@@ -70,6 +70,15 @@ def _resolve_device(device):
     return dev
 
 
+def _say_device(device):
+    """With ``verbose``: one line (through tqdm, on stderr) naming the device "auto" chose."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"AOEDetector: device='auto' resolved to '{device}'", file=sys.stderr)
+
+
 def _seed_from(random_state):
     """A 31-bit seed; ``None`` draws fresh OS entropy without touching numpy's global RNG."""
     if random_state is None:
@@ -160,7 +169,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         Valid input range for clipping outliers and attacks. ``"auto"``: (0, 1) for images,
         None (no clipping) for tabular data. Inputs outside the range are an error.
     device : str, default="auto"
-        ``"auto"`` picks CUDA when available.
+        ``"auto"`` picks CUDA when available (with ``verbose > 0``, ``fit`` writes one line
+        to stderr naming the device it chose); the choice is ``device_``.
     random_state : int, RandomState or None, default=None
         Seeds every random choice through local generators; global RNGs are never touched.
     verbose : int, default=0
@@ -380,6 +390,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             data = self._prepare_fit_data(X, y, X_outliers)
             seed = _seed_from(self.random_state)
             device = _resolve_device(self.device)
+            if self.verbose and self.device == "auto" and _distributed.is_main_process():
+                _say_device(device)
             self.distributed_ = _distributed.resolve(self.distributed, self.device)
             if self.distributed_:  # same seed on every rank; each rank on its own GPU
                 seed = _distributed.broadcast_seed(seed)

@@ -208,3 +208,13 @@ def test_module_state_dict_export_and_reuse(int_fit, three_blobs, tmp_path):
     assert torch.allclose(out, logits, atol=1e-5)
     # the detector's score is -energy = logsumexp of the logits (temperature 1)
     assert np.allclose(torch.logsumexp(out, 1).numpy(), det.score_samples(X), atol=1e-4)
+
+
+def test_verbose_names_the_auto_device(three_blobs, capsys):
+    X, codes, _ = three_blobs
+    det = AOEDetector(**{**FAST, "device": "auto", "verbose": 1, "epochs": 1,
+                         "pretrain_epochs": 1}).fit(X, codes)
+    err = capsys.readouterr().err
+    assert f"device='auto' resolved to '{det.device_}'" in err
+    AOEDetector(**{**FAST, "device": "auto", "epochs": 1, "pretrain_epochs": 1}).fit(X, codes)
+    assert "resolved" not in capsys.readouterr().err  # silent without verbose
