@@ -219,7 +219,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     Attributes
     ----------
     module_ : torch.nn.Module
-        The fine-tuned backbone (in eval mode, on ``device_``).
+        The fine-tuned backbone (in eval mode, on ``device_``): an ordinary PyTorch
+        classifier whose logit ``j`` is class ``classes_[j]``. Built-in backbones contain
+        their input standardisation, so ``module_`` takes inputs in your units (images in
+        [0, 1], channels-first). Use it directly in an application, save
+        ``module_.state_dict()``, or export it with ``torch.export`` (user guide: "Using the
+        fine-tuned classifier in an application").
     classes_ : ndarray of shape (n_classes,)
         The class labels as given in ``y`` (integers or strings, sorted; only when fitted
         with labels or a pretrained module, whose classes are ``0..k-1``). Logit ``j`` of
@@ -233,11 +238,20 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         One row per epoch: ``stage`` ("pretrain"/"finetune"), ``epoch``, ``loss``, ``ce``,
         ``energy_in``, ``energy_out``, ``mean_energy_id``, ``mean_energy_outlier``,
         ``seconds``.
-    m_in_, m_out_, lam_, epsilon_ : resolved hyperparameters.
-    input_range_ : tuple or None
+    m_in_ : float
+        Energy margin for ID inputs actually used (``m_in`` resolved from ``"auto"``).
+    m_out_ : float
+        Energy margin for outliers actually used.
+    lam_ : float
+        Weight of the outlier loss term actually used.
+    epsilon_ : float or ndarray of shape (n_features,)
+        Attack radius actually used (per feature for tabular ``epsilon="auto"``).
+    input_range_ : tuple of (float, float) or None
+        Valid input range used for clipping (``input_range`` resolved).
     input_shape_ : tuple
         Shape of one sample as used by the backbone (images are channels-first).
     device_ : torch.device
+        The device the detector trained on and scores on (what ``device="auto"`` chose).
     distributed_ : bool
         Whether ``fit`` trained data-parallel over a process group.
     n_features_in_ : int
