@@ -980,8 +980,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         from .metrics import auroc_scorer
         from .model_selection import ood_mask
 
-        if y is not None:
-            y = np.where(ood_mask(y, getattr(self, "outlier_label", -1)), -1, 1)
+        marker = getattr(self, "outlier_label", -1)
+        y_arr = None if y is None else np.asarray(y)
+        numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
+        if y_arr is not None and not (numeric and not isinstance(marker, str) and marker < 0):
+            # string labels or a non-negative marker: map to the -1 / +1 convention first
+            # (numeric labels with a negative marker go through unchanged: y < 0 is OOD)
+            y = np.where(ood_mask(y_arr, marker), -1, 1)
         return auroc_scorer(self, X, y)
 
     def perturb(self, X, attack="fgsm", epsilon=None, direction=-1, random_state=None):
@@ -1076,6 +1081,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         state["_aoe_version"] = __version__
         return state
+
+    def __deepcopy__(self, memo):
+        """A full in-memory copy, ``outlier_source_`` included (only pickles are lean)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __setstate__(self, state):
         version = state.pop("_aoe_version", None)

@@ -175,6 +175,12 @@ def test_pickle_does_not_carry_outlier_arrays(three_blobs):
     buf.seek(0)
     assert np.array_equal(joblib.load(buf).score_samples(probe), det.score_samples(probe))
     assert hasattr(det, "outlier_source_")  # pickling does not modify the live detector
+    import copy
+
+    twin = copy.deepcopy(det)  # an in-memory copy keeps everything
+    assert len(twin.outlier_source_.data_) == 50_000
+    assert twin.module_ is not det.module_
+    assert np.array_equal(twin.score_samples(probe), det.score_samples(probe))
     # the documented way to keep it
     kept_det, kept_src = pickle.loads(pickle.dumps((det, det.outlier_source_)))
     assert len(kept_src.data_) == 50_000
