@@ -316,7 +316,8 @@ def build_parser():
 def _common_runtime(p):
     p.add_argument("--device", type=_device, default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_int_at_least(1, "an integer in [1, 1024]", hi=1024),
+                   default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy "
                         "shared machine)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -518,6 +519,67 @@ def _cmd_demo(args):
     return 0
 
 
+def _check_profile_overrides(B, profile_name, overrides):
+    """``--set`` values of ``benchmark`` must have the type of the profile field: counts are
+    integers >= 0 (sizes and epochs, positive), rates and radii finite numbers >= 0, tuples
+    of those, strings for names. Checked before anything is loaded or trained."""
+    import dataclasses
+
+    base = B.PROFILES.get(profile_name, B.Profile())
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(B.Profile)}
+
+    def ok_number(v, like):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if isinstance(like, int) and not isinstance(like, bool):
+            return isinstance(v, int) and v >= 0
+        return math.isfinite(v) and v >= 0
+
+    for key, value in overrides.items():
+        if key not in fields:
+            continue  # unknown names are reported by get_profile
+        default = fields[key]
+        if key == "device":
+            good, what = isinstance(value, str) and bool(_DEVICE.match(value)), \
+                "auto, cpu, cuda, cuda:N or mps"
+        elif key == "items":
+            value = value if isinstance(value, tuple) else (value,)
+            overrides[key] = value
+            good = bool(value) and all(v in B.ITEMS and not isinstance(v, bool) for v in value)
+            what = "a tuple of item numbers 1-8"
+        elif key == "seeds":
+            good = (isinstance(value, tuple) and value
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
+                            for v in value))
+            what = "a tuple of integers in [0, 2**32 - 1], e.g. (0, 1)"
+        elif isinstance(default, str):
+            good, what = isinstance(value, str) and bool(value), "a non-empty string"
+        elif isinstance(default, tuple):
+            like = default[0] if default else 0.0
+            if not isinstance(value, tuple):
+                value = (value,)
+                overrides[key] = value
+            good = bool(value) and all(
+                isinstance(v, str) if isinstance(like, str) else ok_number(v, like) for v in value)
+            what = ("a tuple of strings" if isinstance(like, str) else
+                    "a tuple of integers >= 0" if isinstance(like, int) else
+                    "a tuple of finite numbers >= 0")
+        elif default is None or (isinstance(default, int) and not isinstance(default, bool)):
+            if default is None and value is None:
+                continue
+            sized = key.startswith("n_") or key.endswith(("_size", "_chunks", "_steps", "width",
+                                                          "_max_train"))
+            lo = 1 if sized else 0
+            good = isinstance(value, int) and not isinstance(value, bool) and value >= lo
+            what = f"an integer >= {lo}" + (" or none" if default is None else "")
+        elif isinstance(default, float):
+            good, what = ok_number(value, 0.0), "a finite number >= 0"
+        else:
+            continue
+        if not good:
+            raise CLIError(f"--set {key}: expected {what}, got {value!r}")
+
+
 def _cmd_benchmark(args, argv):
     from . import benchmark as B
 
@@ -533,6 +595,9 @@ def _cmd_benchmark(args, argv):
         raise CLIError("the following arguments are required: --profile (quick or full)")
     overrides = dict(args.overrides)
     if args.seeds is not None:
+        bad = [v for v in args.seeds if not 0 <= v < 2**32]
+        if bad:
+            raise CLIError(f"--seeds must be integers in [0, 2**32 - 1], got {bad}")
         overrides["seeds"] = args.seeds
     if args.items is not None:
         bad = [i for i in args.items if i not in B.ITEMS]
@@ -541,6 +606,7 @@ def _cmd_benchmark(args, argv):
         overrides["items"] = args.items
     if args.device != "auto":
         overrides["device"] = args.device
+    _check_profile_overrides(B, args.profile, overrides)
     profile = B.get_profile(args.profile, **overrides)
     out = args.out or ("benchmarks/results" if os.path.isdir("benchmarks/results")
                        else "aoe-benchmark-results")

@@ -342,3 +342,29 @@ def test_verbose_fit_says_which_device(tabular, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "device: cpu (chosen by --device auto)" in err or "device: cuda" in err
+
+
+@pytest.mark.parametrize("pair, needle", [
+    ("epochs=-1", "--set epochs: expected an integer >= 0"),
+    ("epochs=abc", "--set epochs"),
+    ("epochs=2.5", "--set epochs"),
+    ("n_adv=0", "--set n_adv"),
+    ("lr=-0.1", "--set lr: expected a finite number >= 0"),
+    ("seeds=(0, -1)", "--set seeds"),
+    ("adv_eps=(0.0, -0.1)", "--set adv_eps"),
+    ("sources=(1, 2)", "--set sources: expected a tuple of strings"),
+    ("data=3", "--set data: expected a non-empty string"),
+    ("device=gpu", "--set device"),
+    ("items=(1, 9)", "--set items"),
+])
+def test_benchmark_set_values_are_validated_before_running(pair, needle, capsys, monkeypatch):
+    from aoe_detect import benchmark as B
+
+    monkeypatch.setattr(B, "run_benchmark", lambda *a, **k: pytest.fail("benchmark ran"))
+    assert main(["benchmark", "--profile", "quick", "--set", pair]) == 2
+    assert needle in _error_line(capsys)
+
+
+def test_benchmark_seed_range(capsys):
+    assert main(["benchmark", "--profile", "quick", "--seeds", "0,-1"]) == 2
+    assert "--seeds" in _error_line(capsys)
