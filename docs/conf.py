@@ -104,7 +104,7 @@ autosummary_generate = True
 autosummary_imported_members = True
 autodoc_default_options = {"inherited-members": False}
 autodoc_typehints = "none"
-numpydoc_show_class_members = True
+numpydoc_show_class_members = False
 numpydoc_show_inherited_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_attributes_as_param_list = True
@@ -130,8 +130,17 @@ def _escape_shapes(app, what, name, obj, options, lines):
         lines[i] = "``".join(parts)
 
 
+def _skip_sklearn_routing(app, what, name, obj, skip, options):
+    """scikit-learn adds ``set_*_request`` metadata-routing methods to every estimator
+    class; they are scikit-learn's API, documented there, not ours."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _escape_shapes, priority=100)
+    app.connect("autodoc-skip-member", _skip_sklearn_routing)
 
 # -------------------------------------------------------------------------------- Markdown
 myst_enable_extensions = ["dollarmath"]
