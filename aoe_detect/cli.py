@@ -659,9 +659,8 @@ def _cmd_fit(args):
                 raise CLIError(f"--set {key}: not a parameter of AOEDetector; valid names: "
                                f"{', '.join(sorted(valid))}")
             det.set_params(**{key: value})
-    device = _resolve_device(det.device)
-    if not (args.quiet or args.json):
-        _log(f"device: {device}" + (" (chosen by --device auto)" if det.device == "auto" else ""))
+    _resolve_device(det.device)  # an unavailable device fails here, before training
+    # with --device auto and without --quiet/--json, fit (verbose=1) names the device it chose
     t0 = time.time()
     det.fit(X, y, X_outliers=outliers)
     det.save(args.out)

@@ -341,7 +341,7 @@ def test_verbose_fit_says_which_device(tabular, capsys):
                "--epochs", "1", "--pretrain-epochs", "1", "--seed", "0"])
     assert rc == 0
     err = capsys.readouterr().err
-    assert "device: cpu (chosen by --device auto)" in err or "device: cuda" in err
+    assert err.count("device='auto' resolved to") == 1, err
 
 
 @pytest.mark.parametrize("pair, needle", [
