@@ -10,6 +10,7 @@ import copy
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -26,6 +27,7 @@ from ._validation import (check_input_range, check_inputs, check_more_inputs, is
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
+from .model_selection import ood_mask
 from .outliers import OUTLIER_SOURCES, resolve_outliers
 
 __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning"]
@@ -72,8 +74,6 @@ def _resolve_device(device):
 
 def _say_device(device):
     """With ``verbose``: one line (through tqdm, on stderr) naming the device "auto" chose."""
-    import sys
-
     from tqdm.auto import tqdm
 
     tqdm.write(f"AOEDetector: device='auto' resolved to '{device}'", file=sys.stderr)
@@ -978,7 +978,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             AUROC in [0, 1] (nan with a warning if one side is empty).
         """
         from .metrics import auroc_scorer
-        from .model_selection import ood_mask
 
         marker = getattr(self, "outlier_label", -1)
         y_arr = None if y is None else np.asarray(y)
