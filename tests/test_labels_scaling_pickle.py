@@ -224,3 +224,16 @@ def test_verbose_names_the_auto_device(three_blobs, capsys):
     assert f"device='auto' resolved to '{det.device_}'" in err
     AOEDetector(**{**FAST, "device": "auto", "epochs": 1, "pretrain_epochs": 1}).fit(X, codes)
     assert "resolved" not in capsys.readouterr().err  # silent without verbose
+
+
+def test_string_labels_with_a_dataset_match_the_array_fit(three_blobs):
+    from torch.utils.data import TensorDataset
+
+    X, codes, _ = three_blobs
+    names = np.array(["cat", "dog", "emu"])[codes]
+    ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32))
+    a = AOEDetector(**FAST).fit(X.astype(np.float32), names)
+    d = AOEDetector(**FAST).fit(ds, names)
+    assert d.classes_.tolist() == ["cat", "dog", "emu"]
+    assert np.array_equal(d.score_samples(X), a.score_samples(X))
+    assert np.array_equal(d.predict_class(X), a.predict_class(X))
