@@ -237,3 +237,19 @@ def test_string_labels_with_a_dataset_match_the_array_fit(three_blobs):
     assert d.classes_.tolist() == ["cat", "dog", "emu"]
     assert np.array_equal(d.score_samples(X), a.score_samples(X))
     assert np.array_equal(d.predict_class(X), a.predict_class(X))
+
+
+def test_torchscript_trace_of_module(int_fit, three_blobs, tmp_path):
+    """TorchScript still works on the built-in backbones (deprecated in recent torch, so its
+    warnings are silenced here); torch.export above is the recommended path."""
+    import warnings
+
+    X, _, _ = three_blobs
+    x = torch.as_tensor(X, dtype=torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(int_fit.module_, x[:2])
+        torch.jit.save(traced, str(tmp_path / "det.ts"))
+        loaded = torch.jit.load(str(tmp_path / "det.ts"))
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), int_fit.module_(x), atol=1e-6)
