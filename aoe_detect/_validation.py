@@ -162,29 +162,50 @@ def check_input_range(X, input_range, name):
             "automatically), or set input_range=None (no clipping) or to the real range.")
 
 
-def labels_from_y(y, n, name="y"):
-    """Validate class labels; return ``(y_int ndarray, is_outlier mask)``.
+def labels_from_y(y, n, name="y", outlier_label=-1):
+    """Validate class labels; return ``(labels ndarray, is_outlier mask)``.
 
-    Labels are integers (floats without fractional part are accepted); ``-1`` marks an
-    outlier row; any other negative label is an error.
+    Labels are anything a scikit-learn classifier accepts: integers (floats without a
+    fractional part and bools are taken as integers; non-contiguous values such as
+    ``{3, 7, 100}`` are fine) or strings. Rows equal to ``outlier_label`` are outlier rows.
+    For integer labels every other negative value is an error (negative labels mean OOD in
+    :meth:`AOEDetector.score <aoe_detect.AOEDetector.score>`).
+
+    Returns
+    -------
+    labels : ndarray of shape (n,)
+        int64 for numeric labels, str for string labels.
+    is_outlier : ndarray of shape (n,), bool
     """
     y = to_numpy(y, name)
     y = np.asarray(y)
-    if y.dtype.kind in ("U", "S", "O", "c"):
-        if y.dtype.kind == "O":
-            try:
-                y = y.astype(np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(f"`{name}` must hold integer class labels; got dtype object with "
-                                 "non-numeric values.") from None
-        else:
-            raise ValueError(f"`{name}` must hold integer class labels; got dtype {y.dtype}.")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.ravel()
     if y.ndim != 1:
         raise ValueError(f"`{name}` must be 1-D class labels of length {n}; got shape {y.shape}.")
     if len(y) != n:
         raise ValueError(f"`{name}` has {len(y)} labels but X has {n} samples.")
+    if y.dtype.kind == "c":
+        raise ValueError(f"`{name}` must hold integer class labels; got dtype {y.dtype} (string "
+                         "labels are accepted too).")
+    if y.dtype.kind == "O":
+        kinds = {"str" if isinstance(v, str) else "num" if isinstance(v, (int, float, np.number))
+                 and not isinstance(v, (bool, np.bool_)) else type(v).__name__ for v in y}
+        if kinds == {"str"}:
+            y = y.astype(str)
+        elif kinds <= {"num", "bool"} and kinds:
+            try:
+                y = y.astype(np.float64)
+            except (TypeError, ValueError):  # pragma: no cover - guarded by the kinds above
+                raise ValueError(f"`{name}` has non-numeric values.") from None
+        else:
+            raise ValueError(f"`{name}` must hold class labels of one kind (all integers or all "
+                             f"strings); got values of types {sorted(kinds)}.")
+    if y.dtype.kind in ("U", "S"):
+        y = y.astype(str)
+        if isinstance(outlier_label, str):
+            return y, y == outlier_label
+        return y, np.zeros(len(y), dtype=bool)
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)):
             raise ValueError(f"`{name}` contains NaN or infinity.")
@@ -195,11 +216,15 @@ def labels_from_y(y, n, name="y"):
     elif y.dtype.kind == "b":
         y = y.astype(np.int64)
     y = y.astype(np.int64)
-    bad = (y < 0) & (y != -1)
+    marker = None if isinstance(outlier_label, str) else outlier_label
+    is_out = (y == marker) if marker is not None else np.zeros(len(y), dtype=bool)
+    bad = (y < 0) & ~is_out
     if bad.any():
-        raise ValueError(f"`{name}` has negative labels other than -1 ({np.unique(y[bad])[:5].tolist()}); "
-                         "labels are class indices >= 0, and -1 marks an outlier row.")
-    return y, y == -1
+        raise ValueError(f"`{name}` has negative labels other than {outlier_label!r} "
+                         f"({np.unique(y[bad])[:5].tolist()}); class labels are integers >= 0 "
+                         f"or strings, and `outlier_label` ({outlier_label!r}) marks an outlier "
+                         "row (negative labels mean OOD).")
+    return y, is_out
 
 
 def is_outlier_array(y, sample_shape, n_samples=None):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["register_backbone", "build_backbone", "BACKBONES", "Standardize", "MLP",
+__all__ = ["register_backbone", "build_backbone", "BACKBONES", "Standardize", "safe_scale", "MLP",
            "SmallCNN", "WideResNet", "resnet18_small"]
 
 #: name -> factory ``(n_classes, input_shape, *, mean, std) -> nn.Module``
@@ -49,13 +49,41 @@ def build_backbone(name, n_classes, input_shape, *, mean=None, std=None):
     return BACKBONES[name](n_classes, tuple(input_shape), mean=mean, std=std)
 
 
+#: A feature whose training standard deviation is at most this fraction of ``max(1, |mean|)``
+#: is treated as constant and gets scale 1 (as scikit-learn's ``StandardScaler`` does).
+CONSTANT_STD_RTOL = 1e-6
+
+
+def safe_scale(mean, std):
+    """``std`` with constant features (``std <= 1e-6 * max(1, |mean|)``) set to 1.
+
+    Dividing by a floored tiny ``std`` would turn any test value that differs from a
+    feature's constant training value into an enormous standardised input (and score);
+    scale 1 leaves such a feature merely centred, like ``StandardScaler``.
+
+    Examples
+    --------
+    >>> safe_scale(torch.tensor([0.0, 5.0]), torch.tensor([0.0, 2.0])).tolist()
+    [1.0, 2.0]
+    """
+    mean = torch.as_tensor(mean, dtype=torch.float32)
+    std = torch.as_tensor(std, dtype=torch.float32)
+    tol = CONSTANT_STD_RTOL * mean.abs().clamp_min(1.0)
+    return torch.where(std > tol, std, torch.ones_like(std))
+
+
 class Standardize(nn.Module):
-    """``(x - mean) / std`` with fixed buffers (saved in the state dict)."""
+    """``(x - mean) / std`` with fixed buffers (saved in the state dict).
+
+    Features that are constant in the statistics (``std <= 1e-6 * max(1, |mean|)``) get
+    scale 1 instead of a tiny ``std`` (see :func:`safe_scale`), so inputs that differ from a
+    feature's constant training value cannot explode.
+    """
 
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6).clone())
+        self.register_buffer("std", safe_scale(mean, std).clone())
 
     def forward(self, x):
         return (x - self.mean) / self.std

@@ -5,19 +5,29 @@ arguments, missing or malformed files, invalid parameters) print ONE line
 ``aoe-detect: error: ...`` to stderr and exit with status 2; no traceback. Warnings from the
 library print as one line ``aoe-detect: warning: ...``.
 
-Array files: ``.npy`` (one array, the inputs) or ``.npz`` (key ``X`` for the inputs and,
-optionally, ``y`` for labels), read with ``allow_pickle=False``. Images are ``(n, h, w)`` or
-``(n, c, h, w)``, uint8 (scaled to [0, 1]) or floats in [0, 1]; tabular data is ``(n, d)``.
-Labels for ``fit`` are class labels (``-1`` marks an outlier row); labels for ``score`` mark
-OOD rows with a negative value.
+Input files: ``.npy`` (one array, the inputs), ``.npz`` (key ``X`` for the inputs and,
+optionally, ``y`` for labels), both read with ``allow_pickle=False``, or ``.csv`` (tabular
+rows of numbers, comma-separated; an optional header row; a column named ``y`` or ``label``
+holds the labels, which may be strings). Images are ``(n, h, w)`` or ``(n, c, h, w)``, uint8
+(scaled to [0, 1]) or floats in [0, 1]; tabular data is ``(n, d)``. Labels for ``fit`` are
+class labels (``-1``, or the ``outlier_label`` given with ``--set``, marks an outlier row);
+labels for ``score`` mark OOD rows with a negative value (or ``outlier_label``).
 
 Scores are ``-energy``: higher = more in-distribution; ``predict`` gives +1 (ID) / -1 (OOD).
+``score --out scores.csv`` writes both (columns ``score,prediction``); ``--json`` prints one
+JSON object with the numbers instead of the human-readable summary.
+
+Every option is validated before anything is read or trained, and every output path is
+checked before training starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import re
 import shlex
 import sys
 import time
@@ -59,14 +69,16 @@ def _log(msg, *, t0=[None]):  # noqa: B006 - a start time shared by the calls
 
 
 # ------------------------------------------------------------------------ arguments
-def _int_at_least(lo, what):
-    """argparse type: an integer >= ``lo``, described as ``what`` in errors."""
+def _int_at_least(lo, what, hi=None, auto=False):
+    """argparse type: an integer in ``[lo, hi]`` (or ``"auto"``), ``what`` in errors."""
     def parse(text):
+        if auto and text == "auto":
+            return "auto"
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if v < lo:
+        if v < lo or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return v
     return parse
@@ -74,15 +86,52 @@ def _int_at_least(lo, what):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _nonneg_int = _int_at_least(0, "an integer >= 0")
+_seed = _int_at_least(0, "an integer in [0, 2**32 - 1]", hi=2**32 - 1)
+_epochs_or_auto = _int_at_least(0, "an integer >= 0 or 'auto'", auto=True)
 
 
-def _float_or_auto(text):
-    if text == "auto":
-        return "auto"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
+def _real(lo=None, hi=None, *, lo_open=False, hi_open=False, auto=False):
+    """argparse type: a finite number in the given interval (or ``"auto"``)."""
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    if lo is not None and hi is not None:
+        what = f"a number in {left}{lo}, {hi}{right}"
+    elif lo is not None:
+        what = f"a finite number {'>' if lo_open else '>='} {lo}"
+    else:
+        what = "a finite number"
+    if auto:
+        what += " or 'auto'"
+
+    def parse(text):
+        if auto and text == "auto":
+            return "auto"
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        ok = math.isfinite(v)
+        if ok and lo is not None:
+            ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None:
+            ok = v < hi if hi_open else v <= hi
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return v
+    return parse
+
+
+# kept for callers of the old name: a finite number >= 0 or "auto"
+_float_or_auto = _real(0, auto=True)
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _device(text):
+    """argparse type: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    if not _DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
 
 
 def _int_list(text):
@@ -96,18 +145,38 @@ def _int_list(text):
     return tuple(vals)
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def _assignment(text):
+    """``FIELD=VALUE``: VALUE is a Python literal (numbers, tuples, quoted strings),
+    ``true``/``false``/``none`` in any case, or else the bare string (``outliers=default``).
+    Non-finite numbers are refused."""
     import ast
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected FIELD=VALUE, got {text!r}")
+    value = value.strip()
+    if value.lower() in _WORDS:
+        return key.strip(), _WORDS[value.lower()]
     try:
         parsed = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         parsed = value
     if isinstance(parsed, list):
         parsed = tuple(parsed)
+    if isinstance(parsed, str) and parsed == value:
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None and not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"--set {key.strip()}: expected a finite number, "
+                                             f"got {value!r}")
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        raise argparse.ArgumentTypeError(f"--set {key.strip()}: expected a finite number, "
+                                         f"got {value!r}")
     return key.strip(), parsed
 
 
@@ -135,7 +204,7 @@ def build_parser():
                    help="fine-tuning epochs per method (default: %(default)s)")
     d.add_argument("--pretrain-epochs", type=_positive_int, default=10,
                    help="cross-entropy pretraining epochs (default: %(default)s)")
-    d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)")
+    d.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     _common_runtime(d)
 
     b = sub.add_parser("benchmark", help="run the paper-reproduction suite",
@@ -179,11 +248,13 @@ def build_parser():
                            "X and optional y = class labels) and save it in the safe aoe-detect "
                            "format (tensors + JSON, loaded without running code)."))
     f.add_argument("--id", dest="id_file", required=True, metavar="FILE",
-                   help="in-distribution inputs: .npy (X) or .npz (X, optional y)")
+                   help="in-distribution inputs: .npy (X), .npz (X, optional y) or .csv "
+                        "(optional y/label column)")
     f.add_argument("--labels", default=None, metavar="FILE",
-                   help="class labels .npy (instead of y in the .npz); -1 marks outlier rows")
+                   help="class labels .npy or .csv (instead of y in the input file); -1 marks "
+                        "outlier rows")
     f.add_argument("--outliers", default=None, metavar="FILE",
-                   help="training outliers .npy/.npz (replace --outlier-source)")
+                   help="training outliers .npy/.npz/.csv (replace --outlier-source)")
     f.add_argument("--out", required=True, metavar="MODEL", help="file to save the detector to")
     f.add_argument("--outlier-source", default="default",
                    choices=("default", "gan", "uniform", "gaussian", "smooth", "lowdensity",
@@ -192,22 +263,31 @@ def build_parser():
                         "(default: %(default)s; none = no outlier exposure)")
     f.add_argument("--attack", default="fgsm", choices=("fgsm", "pgd", "gaussian", "none"),
                    help="outlier augmentation (default: %(default)s = AOE; none = vanilla OE)")
-    f.add_argument("--epsilon", type=_float_or_auto, default="auto",
+    f.add_argument("--epsilon", type=_real(0, auto=True), default="auto",
                    help="attack radius in input units, or auto (default: %(default)s)")
     f.add_argument("--epochs", type=_nonneg_int, default=10,
                    help="outlier-exposure epochs (default: %(default)s)")
-    f.add_argument("--pretrain-epochs", type=_float_or_auto, default="auto",
+    f.add_argument("--pretrain-epochs", type=_epochs_or_auto, default="auto",
                    help="cross-entropy pretraining epochs, or auto (default: %(default)s)")
     f.add_argument("--backbone", default="auto",
                    choices=("auto", "mlp", "small_cnn", "wrn40_2", "resnet18"),
                    help="classifier (default: %(default)s: mlp for tabular, small_cnn for images)")
     f.add_argument("--batch-size", type=_positive_int, default=128, help="(default: %(default)s)")
-    f.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    f.add_argument("--lam", type=_float_or_auto, default="auto",
+    f.add_argument("--lr", type=_real(0, lo_open=True), default=1e-3,
+                   help="learning rate (default: %(default)s)")
+    f.add_argument("--lam", type=_real(0, auto=True), default="auto",
                    help="weight of the outlier loss term, or auto (default: %(default)s)")
-    f.add_argument("--contamination", type=float, default=0.05,
+    f.add_argument("--contamination", type=_real(0, 0.5, lo_open=True), default=0.05,
                    help="share of ID flagged as OOD by predict (default: %(default)s)")
-    f.add_argument("--seed", type=_nonneg_int, default=None, help="random seed")
+    f.add_argument("--seed", type=_seed, default=None, help="random seed")
+    f.add_argument("--set", dest="params", type=_assignment, action="append", default=[],
+                   metavar="PARAM=VALUE",
+                   help="set any AOEDetector parameter (repeatable; applied last), e.g. "
+                        "--set outliers=default --set temperature=2 --set amp=false "
+                        "--set outlier_label=outlier; values are numbers, true/false, none, "
+                        "tuples or strings")
+    f.add_argument("--json", action="store_true",
+                   help="print one JSON object (n_id, offset, seconds, device, out) to stdout")
     _common_runtime(f)
 
     s = sub.add_parser("score", help="score inputs with a saved detector",
@@ -217,33 +297,112 @@ def build_parser():
                            "summary; with labels (y in the .npz or --labels; y < 0 = OOD) also "
                            "AUROC, AUPR and FPR@95TPR."))
     s.add_argument("--model", required=True, metavar="MODEL", help="saved detector file")
-    s.add_argument("--input", required=True, metavar="FILE", help=".npy (X) or .npz (X, optional y)")
+    s.add_argument("--input", required=True, metavar="FILE",
+                   help=".npy (X), .npz (X, optional y) or .csv (optional y/label column)")
     s.add_argument("--labels", default=None, metavar="FILE",
-                   help="labels .npy: y < 0 marks OOD rows, anything else ID")
+                   help="labels .npy or .csv: y < 0 (or the detector's outlier_label) marks OOD "
+                        "rows, anything else ID")
     s.add_argument("--out", default=None, metavar="FILE",
-                   help="write the scores (float64) to a .npy or .csv file")
-    s.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+                   help="write the results: .csv with columns score,prediction (score = "
+                        "-energy, float64; prediction +1 ID / -1 OOD), or .npy with the scores")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object with the summary and, with labels, the OOD "
+                        "metrics (auroc, aupr_in, aupr_out, fpr95) to stdout")
+    s.add_argument("--device", type=_device, default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
     return p
 
 
 def _common_runtime(p):
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--device", type=_device, default="auto",
+                   help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
+    p.add_argument("--threads", type=_int_at_least(1, "an integer in [1, 1024]", hi=1024),
+                   default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy "
                         "shared machine)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 # --------------------------------------------------------------------------- files
+_LABEL_COLUMNS = ("y", "label", "labels", "target")
+
+
+def _read_csv(path, what):
+    """``(X float64 (n, d), y or None)`` from a CSV file of numbers.
+
+    An optional header row (any non-numeric cell in the first row); a column named ``y``,
+    ``label``, ``labels`` or ``target`` holds the labels (integers or strings)."""
+    import csv
+
+    import numpy as np
+
+    try:
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CLIError(f"cannot read {what} file {path}: {_one_line(exc)}") from None
+    if not rows:
+        raise CLIError(f"{what} file {path} is empty")
+
+    def numeric(cell):
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            return False
+
+    header = None
+    if not all(numeric(c) for c in rows[0]):
+        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    if not rows:
+        raise CLIError(f"{what} file {path} has a header but no data rows")
+    width = len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            raise CLIError(f"{what} file {path}: row {i + 1 + (header is not None)} has {len(r)} "
+                           f"columns, the first data row has {width}")
+    if header is not None and len(header) != width:
+        raise CLIError(f"{what} file {path}: the header has {len(header)} columns, the data "
+                       f"{width}")
+    label_col = None
+    if header is not None:
+        hits = [i for i, h in enumerate(header) if h.lower() in _LABEL_COLUMNS]
+        if len(hits) > 1:
+            raise CLIError(f"{what} file {path} has several label columns "
+                           f"({', '.join(header[i] for i in hits)}); keep one")
+        label_col = hits[0] if hits else None
+    cols = [j for j in range(width) if j != label_col]
+    if not cols:
+        raise CLIError(f"{what} file {path} has no feature columns")
+    try:
+        X = np.array([[float(r[j]) for j in cols] for r in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise CLIError(f"{what} file {path} has a non-numeric feature value: "
+                       f"{_one_line(exc)}") from None
+    y = None
+    if label_col is not None:
+        raw = [r[label_col].strip() for r in rows]
+        try:
+            vals = [float(v) for v in raw]
+            y = np.array(vals)
+            if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+                y = y.astype(np.int64)
+        except ValueError:
+            y = np.array(raw)
+    return X, y
+
+
 def _read_arrays(path, what):
-    """``(X, y or None)`` from a .npy or .npz file; errors are CLIError with one line."""
+    """``(X, y or None)`` from a .npy, .npz or .csv file; errors are CLIError with one line."""
     import numpy as np
 
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".npy", ".npz"):
-        raise CLIError(f"{what} must be a .npy or .npz file, got {path!r}")
+    if ext not in (".npy", ".npz", ".csv"):
+        raise CLIError(f"{what} must be a .npy, .npz or .csv file, got {path!r}")
     if not os.path.isfile(path):
         raise CLIError(f"{what} file not found: {path}")
+    if ext == ".csv":
+        return _read_csv(path, what)
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as exc:  # ValueError, OSError, EOFError, zipfile.BadZipFile
@@ -266,16 +425,79 @@ def _read_arrays(path, what):
 def _read_labels(path):
     import numpy as np
 
-    if os.path.splitext(path)[1].lower() != ".npy":
-        raise CLIError(f"--labels must be a .npy file, got {path!r}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".csv"):
+        raise CLIError(f"--labels must be a .npy or .csv file, got {path!r}")
+    if ext == ".csv":
+        X, y = _read_csv_labels(path)
+        return y
     X, _ = _read_arrays(path, "--labels")
     return np.asarray(X)
+
+
+def _read_csv_labels(path):
+    """A one-column CSV (optional header) of labels, numbers or strings."""
+    import csv
+
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise CLIError(f"--labels file not found: {path}")
+    try:
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CLIError(f"cannot read --labels file {path}: {_one_line(exc)}") from None
+    if any(len(r) != 1 for r in rows):
+        raise CLIError(f"--labels file {path} must have exactly one column")
+    raw = [r[0].strip() for r in rows]
+    if raw and raw[0].lower() in _LABEL_COLUMNS:
+        raw = raw[1:]
+    if not raw:
+        raise CLIError(f"--labels file {path} is empty")
+    try:
+        y = np.array([float(v) for v in raw])
+        if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+    except ValueError:
+        y = np.array(raw)
+    return None, y
+
+
+def _check_out_file(path, what, exts=None):
+    """Fail now (before any training) if ``path`` cannot be written."""
+    if exts is not None and os.path.splitext(path)[1].lower() not in exts:
+        raise CLIError(f"{what} must end in {' or '.join(exts)}, got {path!r}")
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(full):
+        raise CLIError(f"{what} {path} is a folder; give a file name")
+    folder = os.path.dirname(full)
+    if not os.path.isdir(folder):
+        raise CLIError(f"{what} folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise CLIError(f"{what} folder is not writable: {folder}")
+    if os.path.exists(full) and not os.access(full, os.W_OK):
+        raise CLIError(f"{what} file is not writable: {path}")
+
+
+def _check_out_dir(path, what):
+    """Fail now if the folder ``path`` can neither be used nor created."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise CLIError(f"{what} {path} exists and is not a folder")
+    probe = full
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise CLIError(f"{what} {path} cannot be created: {probe} is not a writable folder")
 
 
 # ------------------------------------------------------------------------ commands
 def _cmd_demo(args):
     from . import benchmark as B
 
+    if not args.no_plot:
+        _check_out_file(args.out, "--out", (".png", ".pdf", ".svg"))
     t0 = time.time()
     log = None if args.quiet else _log
     res = B.run_demo(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
@@ -297,6 +519,67 @@ def _cmd_demo(args):
     return 0
 
 
+def _check_profile_overrides(B, profile_name, overrides):
+    """``--set`` values of ``benchmark`` must have the type of the profile field: counts are
+    integers >= 0 (sizes and epochs, positive), rates and radii finite numbers >= 0, tuples
+    of those, strings for names. Checked before anything is loaded or trained."""
+    import dataclasses
+
+    base = B.PROFILES.get(profile_name, B.Profile())
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(B.Profile)}
+
+    def ok_number(v, like):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        if isinstance(like, int) and not isinstance(like, bool):
+            return isinstance(v, int) and v >= 0
+        return math.isfinite(v) and v >= 0
+
+    for key, value in overrides.items():
+        if key not in fields:
+            continue  # unknown names are reported by get_profile
+        default = fields[key]
+        if key == "device":
+            good, what = isinstance(value, str) and bool(_DEVICE.match(value)), \
+                "auto, cpu, cuda, cuda:N or mps"
+        elif key == "items":
+            value = value if isinstance(value, tuple) else (value,)
+            overrides[key] = value
+            good = bool(value) and all(v in B.ITEMS and not isinstance(v, bool) for v in value)
+            what = "a tuple of item numbers 1-8"
+        elif key == "seeds":
+            good = (isinstance(value, tuple) and value
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
+                            for v in value))
+            what = "a tuple of integers in [0, 2**32 - 1], e.g. (0, 1)"
+        elif isinstance(default, str):
+            good, what = isinstance(value, str) and bool(value), "a non-empty string"
+        elif isinstance(default, tuple):
+            like = default[0] if default else 0.0
+            if not isinstance(value, tuple):
+                value = (value,)
+                overrides[key] = value
+            good = bool(value) and all(
+                isinstance(v, str) if isinstance(like, str) else ok_number(v, like) for v in value)
+            what = ("a tuple of strings" if isinstance(like, str) else
+                    "a tuple of integers >= 0" if isinstance(like, int) else
+                    "a tuple of finite numbers >= 0")
+        elif default is None or (isinstance(default, int) and not isinstance(default, bool)):
+            if default is None and value is None:
+                continue
+            sized = key.startswith("n_") or key.endswith(("_size", "_chunks", "_steps", "width",
+                                                          "_max_train"))
+            lo = 1 if sized else 0
+            good = isinstance(value, int) and not isinstance(value, bool) and value >= lo
+            what = f"an integer >= {lo}" + (" or none" if default is None else "")
+        elif isinstance(default, float):
+            good, what = ok_number(value, 0.0), "a finite number >= 0"
+        else:
+            continue
+        if not good:
+            raise CLIError(f"--set {key}: expected {what}, got {value!r}")
+
+
 def _cmd_benchmark(args, argv):
     from . import benchmark as B
 
@@ -312,6 +595,9 @@ def _cmd_benchmark(args, argv):
         raise CLIError("the following arguments are required: --profile (quick or full)")
     overrides = dict(args.overrides)
     if args.seeds is not None:
+        bad = [v for v in args.seeds if not 0 <= v < 2**32]
+        if bad:
+            raise CLIError(f"--seeds must be integers in [0, 2**32 - 1], got {bad}")
         overrides["seeds"] = args.seeds
     if args.items is not None:
         bad = [i for i in args.items if i not in B.ITEMS]
@@ -320,9 +606,11 @@ def _cmd_benchmark(args, argv):
         overrides["items"] = args.items
     if args.device != "auto":
         overrides["device"] = args.device
+    _check_profile_overrides(B, args.profile, overrides)
     profile = B.get_profile(args.profile, **overrides)
     out = args.out or ("benchmarks/results" if os.path.isdir("benchmarks/results")
                        else "aoe-benchmark-results")
+    _check_out_dir(out, "--out")
     cache = None if args.cache_dir in (None, "none", "") else os.path.expanduser(args.cache_dir)
     command = shlex.join([PROG, *argv])
     log = None if args.quiet else _log
@@ -346,34 +634,52 @@ def _cmd_benchmark(args, argv):
 def _cmd_fit(args):
     import numpy as np
 
-    from .detector import AOEDetector
+    from .detector import AOEDetector, _resolve_device
 
+    _check_out_file(args.out, "--out")  # before anything is read or trained
     X, y = _read_arrays(args.id_file, "--id")
     if args.labels is not None:
         y = _read_labels(args.labels)
     outliers = None
     if args.outliers is not None:
         outliers, _ = _read_arrays(args.outliers, "--outliers")
-    pre = args.pretrain_epochs
-    if pre != "auto":
-        if float(pre) != int(pre) or pre < 0:
-            raise CLIError(f"--pretrain-epochs must be an integer >= 0 or auto, got {pre!r}")
-        pre = int(pre)
+    if outliers is not None and args.outlier_source == "none":
+        raise CLIError("--outliers was given but --outlier-source none disables outlier exposure")
     det = AOEDetector(
         backbone=args.backbone,
         outliers=None if args.outlier_source == "none" else args.outlier_source,
         attack=None if args.attack == "none" else args.attack, epsilon=args.epsilon,
-        epochs=args.epochs, pretrain_epochs=pre, batch_size=args.batch_size, lr=args.lr,
-        lam=args.lam, contamination=args.contamination, random_state=args.seed,
-        device=args.device, verbose=0 if args.quiet else 1)
-    if outliers is not None and args.outlier_source == "none":
-        raise CLIError("--outliers was given but --outlier-source none disables outlier exposure")
+        epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
+        lr=args.lr, lam=args.lam, contamination=args.contamination, random_state=args.seed,
+        device=args.device, verbose=0 if (args.quiet or args.json) else 1)
+    if args.params:
+        for key, value in args.params:  # in order, so later ones may refer to earlier ones
+            valid = det.get_params(deep=True)
+            if key not in valid:
+                raise CLIError(f"--set {key}: not a parameter of AOEDetector; valid names: "
+                               f"{', '.join(sorted(valid))}")
+            det.set_params(**{key: value})
+    _resolve_device(det.device)  # an unavailable device fails here, before training
+    # with --device auto and without --quiet/--json, fit (verbose=1) names the device it chose
     t0 = time.time()
     det.fit(X, y, X_outliers=outliers)
     det.save(args.out)
-    n_id = int(np.sum(np.asarray(y) >= 0)) if y is not None else len(X)
-    print(f"fitted on {n_id} in-distribution inputs in {time.time() - t0:.0f}s; threshold "
-          f"offset_={det.offset_:.4f} (score = -energy; below it = OOD); saved to {args.out}")
+    seconds = time.time() - t0
+    if y is not None and not np.asarray(y).ndim > 1:
+        from .model_selection import ood_mask
+
+        n_id = int(np.sum(~ood_mask(np.asarray(y).ravel(), det.outlier_label)))
+    else:
+        n_id = len(X)
+    if args.json:
+        print(json.dumps({"command": "fit", "n_id": n_id, "offset": det.offset_,
+                          "seconds": round(seconds, 3), "device": str(det.device_),
+                          "classes": None if not hasattr(det, "classes_")
+                          else np.asarray(det.classes_).tolist(), "out": args.out}))
+    else:
+        print(f"fitted on {n_id} in-distribution inputs in {seconds:.0f}s on {det.device_}; "
+              f"threshold offset_={det.offset_:.4f} (score = -energy; below it = OOD); saved to "
+              f"{args.out}")
     return 0
 
 
@@ -382,43 +688,59 @@ def _cmd_score(args):
 
     from .detector import AOEDetector
     from .metrics import ood_report
+    from .model_selection import ood_mask
 
+    if args.out is not None:
+        _check_out_file(args.out, "--out", (".npy", ".csv"))
     if not os.path.isfile(args.model):
         raise CLIError(f"--model file not found: {args.model}")
     X, y = _read_arrays(args.input, "--input")
     if args.labels is not None:
         y = _read_labels(args.labels)
-    if args.out is not None and os.path.splitext(args.out)[1].lower() not in (".npy", ".csv"):
-        raise CLIError(f"--out must end in .npy or .csv, got {args.out!r}")
     det = AOEDetector.load(args.model, device=args.device)
     scores = det.score_samples(X)
-    flagged = scores < det.offset_
-    print(f"scored {len(scores)} inputs: score (-energy, higher = more in-distribution) mean "
-          f"{scores.mean():.4f}, min {scores.min():.4f}, max {scores.max():.4f}; "
-          f"{int(flagged.sum())} ({flagged.mean() * 100:.1f}%) below the threshold "
-          f"{det.offset_:.4f} are flagged OOD")
+    pred = np.where(scores < det.offset_, -1, 1)
+    flagged = pred == -1
+    summary = {"command": "score", "n": int(len(scores)), "device": str(det.device_),
+               "score_mean": float(scores.mean()), "score_min": float(scores.min()),
+               "score_max": float(scores.max()), "offset": float(det.offset_),
+               "n_flagged_ood": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
+               "metrics": None, "out": args.out}
+    lines = [f"scored {len(scores)} inputs on {det.device_}: score (-energy, higher = more "
+             f"in-distribution) mean {scores.mean():.4f}, min {scores.min():.4f}, max "
+             f"{scores.max():.4f}; {int(flagged.sum())} ({flagged.mean() * 100:.1f}%) below the "
+             f"threshold {det.offset_:.4f} are flagged OOD"]
     if y is not None:
-        y = np.asarray(y).ravel()
-        if len(y) != len(scores):
-            raise CLIError(f"labels have {len(y)} entries but the input has {len(scores)} rows")
-        is_ood = y < 0
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if y.ndim != 1 or len(y) != len(scores):
+            raise CLIError(f"labels have shape {y.shape} but the input has {len(scores)} rows; "
+                           "expected one label per row")
+        is_ood = ood_mask(y, getattr(det, "outlier_label", -1))
         if is_ood.any() and (~is_ood).any():
             r = ood_report(scores[~is_ood], scores[is_ood])
-            print(f"labels: {int((~is_ood).sum())} ID, {int(is_ood.sum())} OOD (y < 0): AUROC "
-                  f"{r['auroc']:.4f}, AUPR-in {r['aupr_in']:.4f}, AUPR-out {r['aupr_out']:.4f}, "
-                  f"FPR@95TPR {r['fpr95']:.4f}")
+            summary["metrics"] = {k: (float(v) if isinstance(v, float) else v)
+                                  for k, v in r.items()}
+            lines.append(f"labels: {int((~is_ood).sum())} ID, {int(is_ood.sum())} OOD: AUROC "
+                         f"{r['auroc']:.4f}, AUPR-in {r['aupr_in']:.4f}, AUPR-out "
+                         f"{r['aupr_out']:.4f}, FPR@95TPR {r['fpr95']:.4f}")
         else:
-            print("labels: only one class present (y < 0 marks OOD); no OOD metrics")
+            lines.append("labels: only one class present (y < 0 marks OOD); no OOD metrics")
     if args.out is not None:
-        out_dir = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(out_dir):
-            raise CLIError(f"--out folder does not exist: {out_dir}")
         if args.out.lower().endswith(".csv"):
-            np.savetxt(args.out, scores, fmt="%.10g", header="score", comments="")
+            with open(args.out, "w") as fh:
+                fh.write("score,prediction\n")
+                for sc, pr in zip(scores.tolist(), pred.tolist()):
+                    fh.write(f"{sc!r},{pr}\n")
         else:
             with open(args.out, "wb") as fh:
                 np.save(fh, scores, allow_pickle=False)
-        print(f"scores written to {args.out}")
+        lines.append(f"scores written to {args.out}")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("\n".join(lines))
     return 0
 
 
@@ -454,6 +776,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
         return 130
+    except Exception as exc:  # anything else is still one line, never a traceback
+        sys.stderr.write(f"{PROG}: error: {type(exc).__name__}: {_one_line(exc)}\n")
+        return 2
     finally:
         warnings.showwarning = old_show
 

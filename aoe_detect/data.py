@@ -567,7 +567,7 @@ def prepare_fit(estimator, X, y, X_outliers):
             labels = y
     view = DatasetView(X, info, name="X", input_range=input_range)
     if labels is not None:
-        labels, is_out = labels_from_y(labels, n)
+        labels, is_out = labels_from_y(labels, n, outlier_label=getattr(estimator, "outlier_label", -1))
         if is_out.all():
             raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
                              "rows are needed.")

@@ -10,6 +10,7 @@ import copy
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -27,6 +28,7 @@ from ._state import CalibrationWarning
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
+from .model_selection import ood_mask
 from .outliers import OUTLIER_SOURCES, resolve_outliers
 from .scores import (FEATURE_SCORES, SCORES, LogitsAndFeatures, ScoreHead, SumScore,
                      build_scorer, feature_layer)
@@ -97,6 +99,13 @@ def _is_array_param(v):
     if v is None or isinstance(v, str) or hasattr(v, "sample") or _data.is_dataset(v):
         return False
     return isinstance(v, (np.ndarray, torch.Tensor, list, tuple)) or hasattr(v, "__array__")
+
+
+def _say_device(device):
+    """With ``verbose``: one line (through tqdm, on stderr) naming the device "auto" chose."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"AOEDetector: device='auto' resolved to '{device}'", file=sys.stderr)
 
 
 def _seed_from(random_state):
@@ -201,7 +210,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         Valid input range for clipping outliers and attacks. ``"auto"``: (0, 1) for images,
         None (no clipping) for tabular data. Inputs outside the range are an error.
     device : str, default="auto"
-        ``"auto"`` picks CUDA when available.
+        ``"auto"`` picks CUDA when available (with ``verbose > 0``, ``fit`` writes one line
+        to stderr naming the device it chose); the choice is ``device_``.
     random_state : int, RandomState or None, default=None
         Seeds every random choice through local generators; global RNGs are never touched.
     verbose : int, default=0
@@ -240,7 +250,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         (initialises the group from the torchrun environment if needed); ``False``: never.
         ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
         shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
-    ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy"
+    ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy+mahalanobis"
         What :meth:`score_samples` returns (always higher = more in-distribution):
         ``"energy"``, the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared
         Mahalanobis distance of the penultimate features to the closest class mean under a
@@ -265,13 +275,26 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         CPU and CUDA), as one process would. ``"auto"``/``True``: whenever several ranks
         train a backbone with BatchNorm; ``False``: each rank normalises with its own shard
         (rank 0's running statistics are kept). ``module_`` keeps its plain BatchNorm layers.
+    outlier_label : int or str, default=-1
+        The label that marks an outlier row in ``y``: in ``fit`` such rows are training
+        outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
+        (``{3, 7, 100}``) or strings; with string labels use a string marker such as
+        ``outlier_label="outlier"``. For integer labels every other negative label is an
+        error in ``fit`` (and counts as OOD in :meth:`score`).
 
     Attributes
     ----------
     module_ : torch.nn.Module
-        The fine-tuned backbone (in eval mode, on ``device_``).
+        The fine-tuned backbone (in eval mode, on ``device_``): an ordinary PyTorch
+        classifier whose logit ``j`` is class ``classes_[j]``. Built-in backbones contain
+        their input standardisation, so ``module_`` takes inputs in your units (images in
+        [0, 1], channels-first). Use it directly in an application, save
+        ``module_.state_dict()``, or export it with ``torch.export`` (user guide: "Using the
+        fine-tuned classifier in an application").
     classes_ : ndarray of shape (n_classes,)
-        Class labels (only when fitted with labels or a pretrained module).
+        The class labels as given in ``y`` (integers or strings, sorted; only when fitted
+        with labels or a pretrained module, whose classes are ``0..k-1``). Logit ``j`` of
+        ``module_`` is class ``classes_[j]``; :meth:`predict_class` returns these labels.
     offset_ : float
         Split-conformal ``contamination`` quantile of ``score_samples`` on the ``n``
         held-out ID rows: the ``floor((n + 1) * contamination)``-th smallest, so a new
@@ -288,15 +311,30 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         The fitted score of ``ood_score`` (:mod:`aoe_detect.scores`): its buffers hold the
         feature statistics (class means and precision, or the k-NN feature bank, and the
         standardisation of a sum).
-    m_in_, m_out_, lam_, epsilon_ : resolved hyperparameters.
-    input_range_ : tuple or None
+    m_in_ : float
+        Energy margin for ID inputs actually used (``m_in`` resolved from ``"auto"``).
+    m_out_ : float
+        Energy margin for outliers actually used.
+    lam_ : float
+        Weight of the outlier loss term actually used.
+    epsilon_ : float or ndarray of shape (n_features,)
+        Attack radius actually used (per feature for tabular ``epsilon="auto"``).
+    input_range_ : tuple of (float, float) or None
+        Valid input range used for clipping (``input_range`` resolved).
     input_shape_ : tuple
         Shape of one sample as used by the backbone (images are channels-first).
     device_ : torch.device
+        The device the detector trained on and scores on (what ``device="auto"`` chose).
     distributed_ : bool
         Whether ``fit`` trained data-parallel over a process group.
     n_features_in_ : int
         Number of features (tabular) or channels (images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a DataFrame with string column names.
+    outlier_source_ : object with ``sample(n, generator)``
+        The fitted outlier source used for training (only when outlier exposure ran). It
+        can hold training data, so it is **not** pickled (see ``__getstate__``) nor saved
+        by :meth:`save`.
 
     References
     ----------
@@ -354,6 +392,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "knn_k": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
+        "outlier_label": [numbers.Integral, str],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -363,8 +402,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
                  channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
-                 sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None, knn_k="auto",
-                 knn_max_samples=10000):
+                 sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None,
+                 knn_k="auto", knn_max_samples=10000, outlier_label=-1):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -400,6 +439,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.feature_layer = feature_layer
         self.knn_k = knn_k
         self.knn_max_samples = knn_max_samples
+        self.outlier_label = outlier_label
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y=None, X_outliers=None):
@@ -407,7 +447,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         Accepted forms:
 
-        - ``fit(X, y)``: integer class labels; rows with ``y == -1`` are training outliers.
+        - ``fit(X, y)``: class labels (integers or strings, mapped through ``classes_``);
+          rows with ``y == outlier_label`` (default -1) are training outliers.
         - ``fit(X, y, X_outliers=A)``: labels plus an explicit outlier array.
         - ``fit(X_id, X_outliers)``: label-free; a second positional argument whose samples
           have the same shape as ``X``'s is an outlier array.
@@ -450,6 +491,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             data = self._prepare_fit_data(X, y, X_outliers)
             seed = _seed_from(self.random_state)
             device = _resolve_device(self.device)
+            if self.verbose and self.device == "auto" and _distributed.is_main_process():
+                _say_device(device)
             self.distributed_ = _distributed.resolve(self.distributed, self.device)
             if self.distributed_:  # same seed on every rank; each rank on its own GPU
                 seed = _distributed.broadcast_seed(seed)
@@ -543,10 +586,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                  "second positional argument AND as `X_outliers`; pass one.")
             outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
         elif y is not None:
-            labels, is_out = labels_from_y(y, len(Xc))
+            labels, is_out = labels_from_y(y, len(Xc), outlier_label=self.outlier_label)
             if is_out.all():
-                raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
-                                 "rows are needed.")
+                raise ValueError(f"All rows of `y` are {self.outlier_label!r} (outliers); at least "
+                                 "two in-distribution rows are needed.")
             if is_out.any():
                 outlier_arrays.append(Xc[is_out])
                 Xc, labels = Xc[~is_out], labels[~is_out]
@@ -825,6 +868,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                      f"{self.classes_.tolist()}.")
                 targets = np.searchsorted(self.classes_, lab_tr)
             else:
+                if lab_tr.dtype.kind not in "iu":
+                    raise ValueError(f"`y` holds {lab_tr.dtype} labels, but a pretrained module's "
+                                     f"outputs are class indices: pass integer labels in [0, {k}) "
+                                     "that follow the module's output order.")
                 if lab_tr.max() >= k:
                     raise ValueError(f"`y` has label {int(lab_tr.max())} but the backbone outputs only "
                                      f"{k} logits; labels must be class indices in [0, {k}).")
@@ -1209,7 +1256,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         ----------
         X : array-like
         y : array-like of shape (n,)
-            ``y < 0`` marks OOD rows; any other value is in-distribution.
+            ``outlier_label`` (and, for numeric labels, any ``y < 0``) marks OOD rows; any
+            other value (class labels, numbers or strings) is in-distribution.
 
         Returns
         -------
@@ -1218,6 +1266,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         """
         from .metrics import auroc_scorer
 
+        marker = getattr(self, "outlier_label", -1)
+        y_arr = None if y is None else np.asarray(y)
+        numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
+        if y_arr is not None and not (numeric and not isinstance(marker, str) and marker < 0):
+            # string labels or a non-negative marker: map to the -1 / +1 convention first
+            # (numeric labels with a negative marker go through unchanged: y < 0 is OOD)
+            y = np.where(ood_mask(y_arr, marker), -1, 1)
         return auroc_scorer(self, X, y)
 
     def perturb(self, X, attack="fgsm", epsilon=None, direction=-1, random_state=None):
@@ -1329,7 +1384,15 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         return load(path, module=module, device=device)
 
     def __getstate__(self):
+        """Pickle/joblib state: the module as a CPU copy, without training data.
+
+        ``outlier_source_`` is left out: it can hold training data (an outlier array passed
+        to ``fit``, rows labelled ``outlier_label``, the ID inputs of ``PermutedID``, a
+        Dataset). Scoring, ``predict``, ``recalibrate`` and a warm start do not need it. To
+        keep it, pickle it yourself: ``joblib.dump((det, det.outlier_source_), path)``.
+        """
         state = self.__dict__.copy()
+        state.pop("outlier_source_", None)
         if "module_" in state:
             state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
             state["device_"] = str(state["device_"])
@@ -1339,6 +1402,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
 
         state["_aoe_version"] = __version__
         return state
+
+    def __deepcopy__(self, memo):
+        """A full in-memory copy, ``outlier_source_`` included (only pickles are lean)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
     def __setstate__(self, state):
         version = state.pop("_aoe_version", None)

@@ -120,7 +120,7 @@ BAD_FIT = [
     ("y negative", {}, lambda d: d.fit(X, np.where(Y == 1, -2, 0)), r"`y` has negative labels other than -1"),
     ("y one class", {}, lambda d: d.fit(X, np.zeros_like(Y)), r"`y` has only one class"),
     ("y length", {}, lambda d: d.fit(X, Y[:-3]), r"`y` has 77 labels but X has 80"),
-    ("y strings", {}, lambda d: d.fit(X, Y.astype(str)), r"`y` must hold integer class labels"),
+    ("y mixed strings and numbers", {}, lambda d: d.fit(X, np.array([0, "a"] * (len(Y) // 2), dtype=object)), r"`y` must hold class labels of one kind"),
     ("y 2-D", {}, lambda d: d.fit(X, np.c_[Y, Y, Y]), r"`y` must be 1-D"),
     ("y all outliers", {}, lambda d: d.fit(X, -np.ones_like(Y)), r"All rows of `y` are -1"),
     ("y one ID row", {}, lambda d: d.fit(X, np.r_[0, -np.ones(79, int)]), r"Only 1 in-distribution row"),

@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "aoe_detect.generative",
     "aoe_detect.backbones",
     "aoe_detect.metrics",
+    "aoe_detect.model_selection",
     "aoe_detect.datasets",
     "aoe_detect.persistence",
     "aoe_detect.data",
@@ -61,7 +62,8 @@ def render():
     lines = ["# API reference", "",
              "Generated from the docstrings by `python docs/make_api.py`; the full docstrings "
              "(parameters, returns, references, examples) are in the source and in `help()`.",
-             "Signs everywhere: scores are `-E(x)`, higher = more in-distribution; `predict` "
+             "Signs everywhere: scores are higher = more in-distribution (`-E(x)` for the "
+             "energy score); `predict` "
              "gives +1 for in-distribution and -1 for OOD.", ""]
     seen = set()
     for modname in PUBLIC_MODULES:

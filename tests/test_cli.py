@@ -84,7 +84,7 @@ def test_no_command_is_one_line_error(capsys):
     (["demo", "--epochs", "0"], "positive integer"),
     (["fit", "--id", "x.npy"], "--out"),
     (["fit", "--id", "x.npy", "--out", "m", "--attack", "cw"], "invalid choice"),
-    (["fit", "--id", "x.npy", "--out", "m", "--epsilon", "big"], "number or 'auto'"),
+    (["fit", "--id", "x.npy", "--out", "m", "--epsilon", "big"], ">= 0 or 'auto'"),
     (["score", "--input", "x.npy"], "--model"),
 ])
 def test_argument_errors(argv, needle, capsys):
@@ -99,7 +99,7 @@ def test_fit_missing_file(tabular, capsys):
 
 def test_fit_bad_extension(tabular, capsys):
     assert main(["fit", "--id", str(tabular / "notes.txt"), "--out", str(tabular / "m")]) == 2
-    assert ".npy or .npz" in _error_line(capsys)
+    assert ".npy, .npz or .csv" in _error_line(capsys)
 
 
 def test_fit_wrong_npz_key(tabular, capsys):
@@ -152,7 +152,14 @@ def test_score_npy_and_csv(model, tabular, capsys):
                  "--out", str(out)]) == 0
     assert "AUROC" not in capsys.readouterr().out  # no labels, no metrics
     lines = out.read_text().splitlines()
-    assert lines[0] == "score" and len(lines) == 241
+    assert lines[0] == "score,prediction" and len(lines) == 241
+    table = np.loadtxt(out, delimiter=",", skiprows=1)
+    from aoe_detect import AOEDetector
+
+    det = AOEDetector.load(model, device="cpu")
+    X = np.load(tabular / "train_X.npy")
+    assert np.array_equal(table[:, 0], det.score_samples(X))  # repr round-trips float64
+    assert np.array_equal(table[:, 1], det.predict(X))
 
 
 def test_score_errors(model, tabular, capsys):
@@ -180,3 +187,184 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert proc.stderr.startswith("aoe-detect: error:") and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------- pipelines (issue 10/11)
+import json  # noqa: E402
+
+
+def test_score_json_is_machine_readable(model, tabular, capsys):
+    capsys.readouterr()
+    assert main(["score", "--model", str(model), "--input", str(tabular / "test.npz"),
+                 "--json", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)  # the whole stdout is one JSON object
+    assert data["n"] == 120 and data["device"] == "cpu"
+    assert 0.8 <= data["metrics"]["auroc"] <= 1 and data["metrics"]["n_ood"] == 60
+    assert 0 <= data["flagged_fraction"] <= 1 and isinstance(data["offset"], float)
+
+
+def test_csv_input_with_label_column(model, tabular, capsys):
+    d = np.load(tabular / "test.npz")
+    X, y = d["X"], d["y"]
+    path = tabular / "test.csv"
+    with open(path, "w") as fh:
+        fh.write("f0,f1,f2,y\n")
+        for row, lab in zip(X.tolist(), y.tolist()):
+            fh.write(",".join(repr(v) for v in row) + f",{lab}\n")
+    capsys.readouterr()
+    assert main(["score", "--model", str(model), "--input", str(path), "--json"]) == 0
+    from_csv = json.loads(capsys.readouterr().out)
+    assert main(["score", "--model", str(model), "--input", str(tabular / "test.npz"),
+                 "--json"]) == 0
+    from_npz = json.loads(capsys.readouterr().out)
+    assert from_csv["metrics"] == from_npz["metrics"]
+    assert from_csv["score_mean"] == pytest.approx(from_npz["score_mean"], rel=1e-6)
+
+
+def test_fit_from_csv_with_string_labels_and_set(tabular, capsys):
+    d = np.load(tabular / "train.npz")
+    path = tabular / "train_str.csv"
+    names = np.array(["left", "right"])[d["y"]]
+    with open(path, "w") as fh:
+        fh.write("a,b,c,label\n")
+        for row, lab in zip(d["X"].tolist(), names):
+            fh.write(",".join(repr(v) for v in row) + f",{lab}\n")
+        fh.write("0,0,0,outlier\n0.1,0.1,0.1,outlier\n")
+    out = tabular / "str.aoe"
+    capsys.readouterr()
+    rc = main(["fit", "--id", str(path), "--out", str(out), "--epochs", "1",
+               "--pretrain-epochs", "2", "--seed", "0", "--json", "--device", "cpu",
+               "--set", "outlier_label=outlier", "--set", "outliers=uniform",
+               "--set", "amp=false", "--set", "checkpoint_dir=none", "--set", "temperature=2"])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads(capsys.readouterr().out)
+    assert data["classes"] == ["left", "right"] and data["n_id"] == 240
+    from aoe_detect import AOEDetector
+
+    det = AOEDetector.load(out)
+    assert det.outlier_label == "outlier" and det.amp is False and det.checkpoint_dir is None
+    assert det.temperature == 2 and det.outliers == "uniform"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("outliers=default", ("outliers", "default")),
+    ("epochs=3", ("epochs", 3)),
+    ("lr=1e-3", ("lr", 1e-3)),
+    ("amp=False", ("amp", False)),
+    ("amp=true", ("amp", True)),
+    ("checkpoint_dir=None", ("checkpoint_dir", None)),
+    ("checkpoint_dir=none", ("checkpoint_dir", None)),
+    ("input_range=(0, 1)", ("input_range", (0, 1))),
+    ("outlier_label='x y'", ("outlier_label", "x y")),
+])
+def test_set_accepts_the_obvious_forms(text, expected):
+    from aoe_detect.cli import _assignment
+
+    assert _assignment(text) == expected
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["fit", "--id", "x.npy", "--out", "m", "--pretrain-epochs", "inf"], "--pretrain-epochs"),
+    (["fit", "--id", "x.npy", "--out", "m", "--pretrain-epochs", "2.5"], "integer >= 0 or 'auto'"),
+    (["fit", "--id", "x.npy", "--out", "m", "--lr", "nan"], "--lr"),
+    (["fit", "--id", "x.npy", "--out", "m", "--lr", "0"], "--lr"),
+    (["fit", "--id", "x.npy", "--out", "m", "--lam", "-inf"], "--lam"),
+    (["fit", "--id", "x.npy", "--out", "m", "--epsilon", "inf"], "--epsilon"),
+    (["fit", "--id", "x.npy", "--out", "m", "--epsilon", "-0.1"], "--epsilon"),
+    (["fit", "--id", "x.npy", "--out", "m", "--contamination", "0.9"], "--contamination"),
+    (["fit", "--id", "x.npy", "--out", "m", "--contamination", "0"], "--contamination"),
+    (["fit", "--id", "x.npy", "--out", "m", "--seed", "-1"], "--seed"),
+    (["fit", "--id", "x.npy", "--out", "m", "--seed", str(2**40)], "--seed"),
+    (["fit", "--id", "x.npy", "--out", "m", "--batch-size", "1e3"], "--batch-size"),
+    (["fit", "--id", "x.npy", "--out", "m", "--device", "gpu"], "--device"),
+    (["fit", "--id", "x.npy", "--out", "m", "--set", "lr=inf"], "finite"),
+    (["fit", "--id", "x.npy", "--out", "m", "--threads", "0"], "--threads"),
+    (["score", "--model", "m", "--input", "x.npy", "--device", "cuda:x"], "--device"),
+    (["demo", "--device", "tpu"], "--device"),
+    (["demo", "--seed", "nan"], "--seed"),
+])
+def test_every_numeric_option_is_validated(argv, needle, capsys):
+    assert main(argv) == 2
+    line = _error_line(capsys)
+    assert needle in line, line
+
+
+def test_output_paths_are_checked_before_training(tabular, capsys, monkeypatch):
+    from aoe_detect import AOEDetector
+
+    def boom(*a, **k):  # training must not even start
+        raise AssertionError("fit was called")
+
+    monkeypatch.setattr(AOEDetector, "fit", boom)
+    base = ["fit", "--id", str(tabular / "train.npz"), "--quiet"]
+    assert main([*base, "--out", str(tabular / "missing_dir" / "m.aoe")]) == 2
+    assert "does not exist" in _error_line(capsys)
+    assert main([*base, "--out", str(tabular)]) == 2
+    assert "is a folder" in _error_line(capsys)
+    # score checks its --out before loading or scoring
+    assert main(["score", "--model", str(tabular / "nope.aoe"), "--input", "x.npy",
+                 "--out", str(tabular / "missing_dir" / "s.csv")]) == 2
+    assert "does not exist" in _error_line(capsys)
+    # demo checks its plot path before training
+    assert main(["demo", "--out", str(tabular / "missing_dir" / "p.png")]) == 2
+    assert "does not exist" in _error_line(capsys)
+    (tabular / "afile").write_text("x")
+    assert main(["benchmark", "--profile", "quick", "--out", str(tabular / "afile")]) == 2
+    assert "not a folder" in _error_line(capsys)
+
+
+def test_unexpected_errors_are_one_line(tabular, capsys, monkeypatch):
+    from aoe_detect import AOEDetector
+
+    def boom(*a, **k):
+        raise RuntimeError("deep\ninside torch")
+
+    monkeypatch.setattr(AOEDetector, "fit", boom)
+    assert main(["fit", "--id", str(tabular / "train.npz"), "--out",
+                 str(tabular / "m.aoe"), "--quiet"]) == 2
+    line = _error_line(capsys)
+    assert "RuntimeError: deep inside torch" in line
+
+
+def test_set_unknown_parameter(tabular, capsys):
+    assert main(["fit", "--id", str(tabular / "train.npz"), "--out", str(tabular / "m.aoe"),
+                 "--set", "no_such=1", "--quiet"]) == 2
+    assert "not a parameter of AOEDetector" in _error_line(capsys)
+    assert main(["fit", "--id", str(tabular / "train.npz"), "--out", str(tabular / "m.aoe"),
+                 "--set", "attack__eps=0.1", "--quiet"]) == 2
+    assert "attack__eps" in _error_line(capsys)
+
+
+def test_verbose_fit_says_which_device(tabular, capsys):
+    rc = main(["fit", "--id", str(tabular / "train.npz"), "--out", str(tabular / "v.aoe"),
+               "--epochs", "1", "--pretrain-epochs", "1", "--seed", "0"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert err.count("device='auto' resolved to") == 1, err
+
+
+@pytest.mark.parametrize("pair, needle", [
+    ("epochs=-1", "--set epochs: expected an integer >= 0"),
+    ("epochs=abc", "--set epochs"),
+    ("epochs=2.5", "--set epochs"),
+    ("n_adv=0", "--set n_adv"),
+    ("lr=-0.1", "--set lr: expected a finite number >= 0"),
+    ("seeds=(0, -1)", "--set seeds"),
+    ("adv_eps=(0.0, -0.1)", "--set adv_eps"),
+    ("sources=(1, 2)", "--set sources: expected a tuple of strings"),
+    ("data=3", "--set data: expected a non-empty string"),
+    ("device=gpu", "--set device"),
+    ("items=(1, 9)", "--set items"),
+])
+def test_benchmark_set_values_are_validated_before_running(pair, needle, capsys, monkeypatch):
+    from aoe_detect import benchmark as B
+
+    monkeypatch.setattr(B, "run_benchmark", lambda *a, **k: pytest.fail("benchmark ran"))
+    assert main(["benchmark", "--profile", "quick", "--set", pair]) == 2
+    assert needle in _error_line(capsys)
+
+
+def test_benchmark_seed_range(capsys):
+    assert main(["benchmark", "--profile", "quick", "--seeds", "0,-1"]) == 2
+    assert "--seeds" in _error_line(capsys)

@@ -144,7 +144,7 @@ BAD_TABULAR = [
     case(lambda d: d.fit(X, np.where(Y == 1, -2, 0)), ValueError, r"`y` has negative labels other than -1 \(\[-2\]\)", "y-negative"),
     case(lambda d: d.fit(X, np.zeros_like(Y)), ValueError, r"`y` has only one class \(\[0\]\)", "y-one-class"),
     case(lambda d: d.fit(X, Y[:-3]), ValueError, r"`y` has 77 labels but X has 80 samples", "y-length"),
-    case(lambda d: d.fit(X, Y.astype(str)), ValueError, r"`y` must hold integer class labels; got dtype <U", "y-strings"),
+    case(lambda d: d.fit(X, np.array([0, "a"] * 40, dtype=object)), ValueError, r"`y` must hold class labels of one kind", "y-mixed-types"),
     case(lambda d: d.fit(X, Y + 0j), ValueError, r"`y` must hold integer class labels; got dtype complex", "y-complex"),
     case(lambda d: d.fit(X, np.c_[Y, Y, Y]), ValueError, r"`y` must be 1-D class labels of length 80; got shape \(80, 3\)", "y-2d"),
     case(lambda d: d.fit(X, -np.ones_like(Y)), ValueError, r"All rows of `y` are -1 \(outliers\)", "y-all-outliers"),
