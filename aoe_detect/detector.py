@@ -141,7 +141,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     Gaussian noise of std ``epsilon``), ``attack="pgd"`` and ``loss="softmax"`` (the OE loss of
     Hendrycks et al.).
 
-    Signs: :meth:`score_samples` returns ``-E(x)`` (higher = more in-distribution);
+    Signs: :meth:`score_samples` is higher = more in-distribution (``-E(x)`` with
+    ``ood_score="energy"``; by default the energy plus a feature-space Mahalanobis score);
     :meth:`predict` returns +1 for in-distribution and -1 for OOD; training labels ``-1`` mark
     outlier rows.
 
@@ -1152,7 +1153,11 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         return torch.from_numpy(np.ascontiguousarray(Xc))
 
     def score_samples(self, X):
-        """Negative energy ``-E(x) = T * logsumexp(f(x) / T)``: higher = more in-distribution.
+        """The OOD score of ``ood_score``: higher = more in-distribution.
+
+        ``ood_score="energy"``: the negative energy ``-E(x) = T * logsumexp(f(x) / T)``;
+        the default ``"energy+mahalanobis"``: the sum of the standardised energy and
+        Mahalanobis scores (see :mod:`aoe_detect.scores` for every formula).
 
         Parameters
         ----------

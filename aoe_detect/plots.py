@@ -5,7 +5,8 @@ matplotlib is imported lazily, inside the functions, and only its object-oriente
 every function raises :class:`ImportError` with the install command
 (``pip install 'aoe-detect[plot]'``).
 
-Signs: scores are ``score_samples = -E(x)``, higher = more in-distribution.
+Signs: scores are higher = more in-distribution (``score_samples = -E(x)`` for the
+energy score the paper's benchmark uses).
 """
 
 from __future__ import annotations
