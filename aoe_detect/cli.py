@@ -33,13 +33,11 @@ import sys
 import time
 import warnings
 
+from .exceptions import CLIError  # defined there; still importable from here
+
 __all__ = ["main", "build_parser"]
 
 PROG = "aoe-detect"
-
-
-class CLIError(Exception):
-    """An expected error, printed as one line."""
 
 
 class _Parser(argparse.ArgumentParser):

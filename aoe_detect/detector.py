@@ -18,16 +18,21 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
-from . import _state, _training
+from . import _fit_inputs, _state, _training
 from . import data as _data
 from . import distributed as _distributed
-from ._compat import HasMethods, Interval, StrOptions
+from . import persistence as _persistence
+from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
 from ._validation import (check_input_range, check_inputs, check_more_inputs, is_outlier_array, labels_from_y)
-from ._state import CalibrationWarning
+from ._torch_utils import resolve_device as _resolve_device
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
+from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
+                         TrainingInterruptedWarning)
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
+from .metrics import auroc_scorer
 from .model_selection import ood_mask
 from .outliers import OUTLIER_SOURCES, resolve_outliers
 from .scores import (FEATURE_SCORES, SCORES, LogitsAndFeatures, ScoreHead, SumScore,
@@ -63,37 +68,6 @@ MAX_MARGIN = 1e4
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-class NonFiniteLossWarning(RuntimeWarning):
-    """Training stopped because the loss became NaN/inf; the last finite weights are kept."""
-
-
-class NoClassesError(AttributeError, ValueError):
-    """``predict_proba``/``predict_class`` on a detector fitted without class labels (an
-    ``AttributeError``, scikit-learn's convention for an unavailable method, and a
-    ``ValueError``)."""
-
-
-class TrainingInterruptedWarning(RuntimeWarning):
-    """``fit`` was interrupted (KeyboardInterrupt); the last completed epoch is kept."""
-
-
-def _resolve_device(device):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from exc
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r} "
-                         f"(device type {dev.type!r} cannot train or score a model).")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device`={device!r} but CUDA is not available; use device='auto' or 'cpu'.")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"`device`={device!r} but MPS is not available; use device='auto' or 'cpu'.")
-    return dev
-
-
 def _is_array_param(v):
     """The ``outliers`` parameter given as an array (not a name, source object or Dataset)."""
     if v is None or isinstance(v, str) or hasattr(v, "sample") or _data.is_dataset(v):
@@ -103,8 +77,6 @@ def _is_array_param(v):
 
 def _say_device(device):
     """With ``verbose``: one line (through tqdm, on stderr) naming the device "auto" chose."""
-    from tqdm.auto import tqdm
-
     tqdm.write(f"AOEDetector: device='auto' resolved to '{device}'", file=sys.stderr)
 
 
@@ -356,7 +328,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "backbone": [StrOptions({"auto", *BACKBONES}), HasMethods(["forward"]), callable],
+        "backbone": [RegistryOptions(BACKBONES, extra=("auto",)), HasMethods(["forward"]), callable],
         "outliers": [StrOptions({"default", "gan", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
@@ -574,7 +546,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     def _prepare_fit_data(self, X, y, X_outliers):
         """Validate all data once; return a dict of float32 tensors and label info."""
         if _data.any_dataset(X, y, X_outliers):
-            return _data.prepare_fit(self, X, y, X_outliers)
+            return _fit_inputs.prepare_fit(self, X, y, X_outliers)
         Xc, _ = check_inputs(self, X, reset=True, min_samples=2)
         shape = tuple(Xc.shape[1:])
         input_range = self._resolve_input_range(shape)
@@ -801,8 +773,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                                                       "checkpoint.aoe")
         if path is None or not os.path.isfile(path):
             return
-        from .persistence import load
-
         bb = self.backbone
         if isinstance(bb, torch.nn.Module):
             module = bb
@@ -813,7 +783,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             module = None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Parameters .* were not serialisable")
-            ckpt = load(path, module=module, device=device)
+            ckpt = _persistence.load(path, module=module, device=device, cls=AOEDetector)
         if tuple(ckpt.input_shape_) != tuple(self.input_shape_):
             raise ValueError(f"The checkpoint in `checkpoint_dir`={os.fspath(self.checkpoint_dir)!r} "
                              f"was fitted on samples of shape {tuple(ckpt.input_shape_)}, but X has "
@@ -926,9 +896,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
                               "outlier exposure; they are ignored.", UserWarning)
                 return None
-            source = _data.outlier_source(data["outliers"], self.num_workers)
+            source = _fit_inputs.outlier_source(data["outliers"], self.num_workers)
         elif _data.is_dataset(self.outliers):
-            source = _data.outlier_source(self.outliers, self.num_workers, self.input_range_)
+            source = _fit_inputs.outlier_source(self.outliers, self.num_workers, self.input_range_)
         elif data.get("source_array") is not None:
             source = resolve_outliers(data["source_array"], shape)
         else:
@@ -983,7 +953,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
         bar = None
         if self.verbose and _distributed.is_main_process():
-            from tqdm.auto import tqdm
             bar = tqdm(total=epochs * steps_per_epoch, desc=stage, leave=False)
         clip = self.input_range_
         eps = self.epsilon_
@@ -1055,13 +1024,11 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise _training.NonFiniteLossError("scores of training inputs became non-finite")
 
     def _checkpoint(self):
-        from .persistence import save
-
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         was = self.module_.training
         self.module_.eval()
         try:
-            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+            _persistence.save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
         finally:
             self.module_.train(was)
 
@@ -1264,8 +1231,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         float
             AUROC in [0, 1] (nan with a warning if one side is empty).
         """
-        from .metrics import auroc_scorer
-
         marker = getattr(self, "outlier_label", -1)
         y_arr = None if y is None else np.asarray(y)
         numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
@@ -1361,11 +1326,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         See :func:`aoe_detect.persistence.save`. After a distributed ``fit`` only rank 0
         writes (the other ranks return ``path`` without writing).
         """
-        from .persistence import save
-
         if getattr(self, "distributed_", False) and not _distributed.is_main_process():
             return os.fspath(path)
-        return save(self, path)
+        return _persistence.save(self, path)
 
     @classmethod
     def load(cls, path, module=None, device="auto"):
@@ -1379,9 +1342,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             same architecture (its weights are replaced).
         device : str, default="auto"
         """
-        from .persistence import load
-
-        return load(path, module=module, device=device)
+        return _persistence.load(path, module=module, device=device, cls=AOEDetector)
 
     def __getstate__(self):
         """Pickle/joblib state: the module as a CPU copy, without training data.
@@ -1433,3 +1394,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+_persistence._ESTIMATOR_CLASS = AOEDetector  # what aoe_detect.persistence.load builds by default
