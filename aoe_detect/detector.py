@@ -87,6 +87,18 @@ def _seed_from(random_state):
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
 
 
+def _warn_non_finite(stage, epoch, exc):
+    """The :class:`NonFiniteLossWarning` of a stage stopped in ``epoch`` (0-based), with a
+    hint at what to change."""
+    hint = ("lower `lr`" if stage == "pretrain" else
+            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
+            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
+            "`lam` and the margins")
+    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
+                  f"weights of the last completed epoch are kept; {hint}.",
+                  NonFiniteLossWarning, stacklevel=2)
+
+
 class _Float64(torch.nn.Module):
     """A float64 copy of a score head (for rows whose float32 score overflowed)."""
 
@@ -602,22 +614,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.input_shape_ = shape
         self.input_range_ = data["input_range"]
         self.device_ = device
-        # hold out ID validation data for the threshold
-        n = len(X)
-        n_val = int(round(self.validation_fraction * n))
-        if self.validation_fraction > 0:
-            n_val = min(max(n_val, 1), n - 2)
-        perm = rng.permutation(n)
-        val_idx, tr_idx = _state.keep_classes_in_training(perm, n_val, labels)
-        n_val = len(val_idx)
-        if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
-            train_X = X.view(tr_idx)
-            X_val = X.view(val_idx) if n_val else train_X
-            X_tr = train_X.fit_subset(rng, num_workers=self.num_workers)
-        else:
-            X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
-            X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
-            train_X = X_tr
+        tr_idx, X_tr, X_val, train_X = self._split_validation(X, labels, rng)
 
         if self.warm_start and not hasattr(self, "module_"):
             self._resume_from_checkpoint(labels, tr_idx, device)
@@ -681,21 +678,51 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 raise
             interrupted = True
         if interrupted:  # a second Ctrl-C from here on aborts fit (the old state comes back)
-            weights, n_hist = progress["kept"]
-            self.module_.load_state_dict(weights)
-            del self.history_[n_hist:]
-            self.module_.eval()
-            warnings.warn(f"fit interrupted in {progress['where']}; the weights of the last "
-                          f"completed epoch ({n_hist} in history_) are kept and the threshold is "
-                          "computed.", TrainingInterruptedWarning)
-            if not hasattr(self, "m_in_"):
-                self._set_margins(X_tr, device)
-            self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
-            self.validation_scores_ = self._validation_scores(X_val)
+            self._keep_last_epoch(progress, X_tr, y_tr, X_val, train_X, gen, device)
         self.offset_ = self._conformal_offset(self.validation_scores_, self.contamination)
         if interrupted and self.checkpoint_dir is not None and _distributed.is_main_process():
             self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
+
+    def _keep_last_epoch(self, progress, X_tr, y_tr, X_val, train_X, gen, device):
+        """After a KeyboardInterrupt: restore the weights and ``history_`` of the last
+        completed epoch (``progress["kept"]``), warn, and fit the score and validation
+        scores on them."""
+        weights, n_hist = progress["kept"]
+        self.module_.load_state_dict(weights)
+        del self.history_[n_hist:]
+        self.module_.eval()
+        warnings.warn(f"fit interrupted in {progress['where']}; the weights of the last "
+                      f"completed epoch ({n_hist} in history_) are kept and the threshold is "
+                      "computed.", TrainingInterruptedWarning, stacklevel=2)
+        if not hasattr(self, "m_in_"):
+            self._set_margins(X_tr, device)
+        self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
+        self.validation_scores_ = self._validation_scores(X_val)
+
+    def _split_validation(self, X, labels, rng):
+        """Hold out ID validation rows for the threshold (every class keeps a training row).
+
+        Returns ``(tr_idx, X_tr, X_val, train_X)``: the training row positions, the training
+        rows as a tensor (a bounded subset when ``X`` is a streamed Dataset view), the
+        validation rows (the training rows when none are held out) and what the training
+        loop iterates over (``X_tr`` itself, or the view of every training row)."""
+        n = len(X)
+        n_val = int(round(self.validation_fraction * n))
+        if self.validation_fraction > 0:
+            n_val = min(max(n_val, 1), n - 2)
+        perm = rng.permutation(n)
+        val_idx, tr_idx = _state.keep_classes_in_training(perm, n_val, labels)
+        n_val = len(val_idx)
+        if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
+            train_X = X.view(tr_idx)
+            X_val = X.view(val_idx) if n_val else train_X
+            X_tr = train_X.fit_subset(rng, num_workers=self.num_workers)
+        else:
+            X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
+            X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
+            train_X = X_tr
+        return tr_idx, X_tr, X_val, train_X
 
     def _validation_scores(self, X_val):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
@@ -942,10 +969,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise ValueError("The `backbone` has no trainable parameters (module.parameters() "
                              "with requires_grad=True is empty); pass a module with weights to "
                              "train, or epochs=0 and pretrain_epochs=0 to only calibrate it.")
-        if self.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr)
-        else:
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
+        opt = self._make_optimizer(params)
         batch_size = int(self.batch_size)
         outlier_batch_size = None if self.outlier_batch_size is None else int(self.outlier_batch_size)
         world = _distributed.world_size() if self.distributed_ else 1
@@ -988,13 +1012,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                     self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
-                    hint = ("lower `lr`" if stage == "pretrain" else
-                            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
-                            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
-                            "`lam` and the margins")
-                    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
-                                  f"weights of the last completed epoch are kept; {hint}.",
-                                  NonFiniteLossWarning)
+                    _warn_non_finite(stage, epoch, exc)
                     return True
                 row = {"stage": stage, "epoch": epoch + 1, **row}
                 self.history_.append(row)
@@ -1012,6 +1030,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             if self.distributed_:  # BatchNorm statistics differ per rank: take rank 0's
                 _distributed.broadcast_module(module)
         return False
+
+    def _make_optimizer(self, params):
+        """A fresh optimizer over ``params`` (``optimizer``, ``lr``)."""
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
 
     def _check_finite(self, X_tr):
         """The last step of an epoch is not followed by a loss: check weights, buffers and
