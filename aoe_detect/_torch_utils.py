@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import tempfile
 
+import numpy as np
 import torch
 
-__all__ = ["index_batches", "steps_per_epoch", "to_device", "resolve_device", "atomic_write"]
+__all__ = ["index_batches", "steps_per_epoch", "to_device", "resolve_device", "atomic_write",
+           "PIXEL_MAX", "pixels_to_unit"]
+
+#: uint8 images hold pixel values in ``[0, PIXEL_MAX]``; :func:`pixels_to_unit` maps them
+#: to ``[0, 1]`` (uint8 tabular data keeps its values: callers decide what is an image).
+PIXEL_MAX = 255.0
 
 
 def index_batches(n, batch_size, generator, shuffle=True, world=1):
@@ -69,6 +75,14 @@ def resolve_device(device):
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"`device`={device!r} but MPS is not available; use device='auto' or 'cpu'.")
     return dev
+
+
+def pixels_to_unit(x):
+    """Pixel values in ``[0, 255]`` (uint8 or float32; numpy array or tensor) -> float32 in
+    ``[0, 1]``: one float32 division by 255, the same for arrays and tensors."""
+    if isinstance(x, torch.Tensor):
+        return x.to(torch.float32) / PIXEL_MAX
+    return np.asarray(x, dtype=np.float32) / np.float32(PIXEL_MAX)
 
 
 def atomic_write(path, write):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
-from ._torch_utils import index_batches, steps_per_epoch, to_device
+from ._torch_utils import index_batches, pixels_to_unit, steps_per_epoch, to_device
 
 __all__ = ["is_dataset", "any_dataset", "inspect_dataset", "DatasetInfo", "DatasetView", "Collate",
            "GlobalBatchSampler", "OutlierBatchSampler", "TrainBatches", "make_loader", "to_device",
@@ -341,7 +341,7 @@ class Collate:
                                  f"items have {raw}. All samples must have the same shape.")
         x = torch.stack(xs)
         if x.dtype == torch.uint8 and len(self.info.shape) == 3:  # only images are pixels
-            x = x.to(torch.float32) / 255.0
+            x = pixels_to_unit(x)
         elif x.dtype != torch.float32:
             x = x.to(torch.float32)
         x = x.reshape((len(xs), *self.info.shape))

@@ -32,6 +32,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from ._compat import Interval
+from ._torch_utils import pixels_to_unit
 from .data import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
 
 __all__ = [
@@ -351,7 +352,7 @@ class ArrayOutliers(OutlierSource):
         else:
             data = torch.as_tensor(np.asarray(data))
         if data.dtype == torch.uint8 and data.dim() >= 3:  # uint8 images; tabular keeps values
-            data = data.float() / 255.0
+            data = pixels_to_unit(data)
         if not bool(torch.isfinite(data.float()).all()):
             raise ValueError("`ArrayOutliers.X` contains NaN or infinity; finite outliers are "
                              "expected.")

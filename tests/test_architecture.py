@@ -170,3 +170,16 @@ def test_lower_layers_do_not_import_upper_ones(module):
     forbidden = _FORBIDDEN[module]
     bad = imported if forbidden is None else imported & forbidden
     assert not bad, f"{module}.py imports {sorted(bad)}"
+
+
+def test_pixels_to_unit_matches_the_former_copies_bitwise():
+    from aoe_detect._torch_utils import pixels_to_unit
+
+    u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    f32 = u8.astype(np.float32)
+    t = torch.from_numpy(u8)
+    np.testing.assert_array_equal(pixels_to_unit(f32), f32 / np.float32(255.0))  # _validation
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), (t.to(torch.float32) / 255.0).numpy())
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), (t.float() / 255.0).numpy())
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), pixels_to_unit(f32))
+    assert pixels_to_unit(f32).dtype == np.float32 and pixels_to_unit(t).dtype == torch.float32
