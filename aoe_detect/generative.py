@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from . import outliers as _outliers
-from ._torch_utils import atomic_write
+from ._torch_utils import atomic_write, resolve_device
 from .outliers import GeneratorOutliers, OutlierSource, _torch_seed
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "train_gan", "GANOutliers"]
@@ -180,9 +180,8 @@ class DCGANDiscriminator(nn.Module):
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """:func:`aoe_detect._torch_utils.resolve_device`, with ``None`` meaning ``"auto"``."""
+    return resolve_device("auto" if device is None else device)
 
 
 def _build_models(latent_dim, shape, width, spectral_norm, seed):
