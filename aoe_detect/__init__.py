@@ -5,8 +5,11 @@ The public estimator is :class:`AOEDetector`; see the user guide in ``docs/``.
 
 __version__ = "0.1.0"
 
-from .detector import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning  # noqa: E402
+from . import generative  # noqa: E402,F401  (adds outliers="gan" to the outlier-source names)
+from .detector import AOEDetector  # noqa: E402
+from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: E402
+                         TrainingInterruptedWarning)
 from .losses import energy  # noqa: E402
 
-__all__ = ["AOEDetector", "energy", "NonFiniteLossWarning", "TrainingInterruptedWarning",
-           "__version__"]
+__all__ = ["AOEDetector", "energy", "NonFiniteLossWarning",
+           "TrainingInterruptedWarning", "CalibrationWarning", "NoClassesError", "__version__"]

@@ -15,5 +15,24 @@ from sklearn.utils._param_validation import (  # noqa: E402
     HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,
     validate_parameter_constraints)
 
-__all__ = ["validate_data", "Interval", "StrOptions", "HasMethods", "InvalidParameterError",
-           "validate_parameter_constraints", "make_constraint"]
+__all__ = ["validate_data", "Interval", "StrOptions", "RegistryOptions", "HasMethods",
+           "InvalidParameterError", "validate_parameter_constraints", "make_constraint"]
+
+
+class RegistryOptions(StrOptions):
+    """:class:`StrOptions` whose valid strings are the keys of ``registry`` (plus ``extra``)
+    at validation time, so names registered after import are accepted (e.g.
+    ``register_backbone("mine")`` then ``AOEDetector(backbone="mine").fit(...)``). The error
+    message lists the names registered when it is raised."""
+
+    def __init__(self, registry, extra=()):
+        self._registry, self._extra = registry, tuple(extra)
+        super().__init__(set())
+
+    @property
+    def options(self):
+        return {*self._extra, *self._registry}
+
+    @options.setter
+    def options(self, value):  # StrOptions.__init__ assigns it; the registry is the truth
+        pass

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 
 from ._compat import InvalidParameterError, validate_parameter_constraints
+from .exceptions import CalibrationWarning  # re-exported: its former home
 
 __all__ = ["CalibrationWarning", "conformal_offset", "keep_classes_in_training", "check_param",
            "check_params", "validate_nested", "SCORING_PARAMS"]
@@ -26,11 +27,6 @@ __all__ = ["CalibrationWarning", "conformal_offset", "keep_classes_in_training",
 #: to the next ``fit``; an invalid value there is reported by that ``fit`` and does not
 #: stop the fitted detector from scoring.)
 SCORING_PARAMS = ("temperature", "amp")
-
-
-class CalibrationWarning(UserWarning):
-    """The held-out set is too small for the requested ``contamination``: ``offset_`` has no
-    finite-sample guarantee (it is the smallest held-out score)."""
 
 
 def conformal_offset(scores, contamination):

@@ -21,7 +21,10 @@ import time
 import numpy as np
 import torch
 
-from .data import TrainBatches, to_device
+from . import distributed
+from ._torch_utils import index_batches, steps_per_epoch, to_device
+from .data import TrainBatches
+from .exceptions import NonFiniteLossError  # re-exported: its former home
 from .losses import energy
 
 __all__ = ["index_batches", "steps_per_epoch", "train_epoch", "batched_outputs", "OutlierFeed",
@@ -32,33 +35,6 @@ __all__ = ["index_batches", "steps_per_epoch", "train_epoch", "batched_outputs",
 CUDA_CHECK_EVERY = 16
 #: On CUDA, inference results are copied to the host every this many batches.
 CUDA_FLUSH_EVERY = 32
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised inside the loop when the loss becomes NaN or infinite."""
-
-
-def index_batches(n, batch_size, generator, shuffle=True, world=1):
-    """Index tensors covering ``range(n)``; a trailing batch of one sample is dropped
-    (BatchNorm cannot train on it) unless it is the only one. With ``world`` processes
-    each global batch is split across them, so a trailing batch smaller than ``2 * world``
-    (fewer than two rows per process) is dropped."""
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    batches = list(order.split(int(batch_size)))  # numpy integers are not accepted by split
-    if world == 1:
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches.pop()
-    elif batches and len(batches[-1]) < 2 * world:
-        batches.pop()
-    return batches
-
-
-def steps_per_epoch(n, batch_size, world=1):
-    """Number of batches :func:`index_batches` yields (without drawing anything)."""
-    full, rest = divmod(n, batch_size)
-    if world == 1:
-        return full + (1 if rest > 1 or (rest == 1 and full == 0) else 0)
-    return full + (1 if rest >= 2 * world else 0)
 
 
 def amp_dtype(amp, device):
@@ -151,8 +127,6 @@ def stage_options(module, *, device, X, y, batch_size, generator, source=None, a
     without drawing from it, so streaming a Dataset consumes the same random numbers as
     training on the equivalent tensor.
     """
-    from . import distributed
-
     rank, world = (distributed.rank(), distributed.world_size()) if ddp else (0, 1)
     cuda = device.type == "cuda"
     dtype = amp_dtype(amp, device)
@@ -189,8 +163,6 @@ def _tensor_batches(X, y, batch_size, generator):
 
 def _raise_if_nonfinite(flag, loss, steps, world, check_every):
     if world > 1:
-        from . import distributed
-
         flag = distributed.any_true(flag)
     if bool(flag):
         where = f"at step {steps}" if check_every == 1 else f"by step {steps}"
@@ -282,8 +254,6 @@ def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, devic
     if pending is not None:
         _raise_if_nonfinite(pending, loss, steps, world, check_every)
     if world > 1:
-        from . import distributed
-
         sums = distributed.mean_over_ranks(sums)
     out = {k_: float(v) / max(steps, 1) for k_, v in sums.items()}
     out.setdefault("mean_energy_outlier", math.nan)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from ._compat import validate_data
+from ._torch_utils import pixels_to_unit
 
 __all__ = ["to_numpy", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
            "is_outlier_array"]
@@ -123,7 +124,7 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
     _check_float32_finite(X, name)
     was_uint8 = was_uint8 and X.ndim == 4  # only images are pixel values in [0, 255]
     if was_uint8:
-        X = X / np.float32(255.0)
+        X = pixels_to_unit(X)
     return X, was_uint8
 
 
@@ -146,7 +147,7 @@ def check_more_inputs(X, *, name, sample_shape):
     X = X.astype(np.float32, copy=False)
     _check_float32_finite(X, name)
     # uint8 images are pixel values in [0, 255]; uint8 tabular data keeps its values
-    return X / np.float32(255.0) if (was_uint8 and X.ndim == 4) else X
+    return pixels_to_unit(X) if (was_uint8 and X.ndim == 4) else X
 
 
 def check_input_range(X, input_range, name):

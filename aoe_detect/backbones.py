@@ -16,19 +16,59 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["register_backbone", "build_backbone", "BACKBONES", "Standardize", "safe_scale", "MLP",
-           "SmallCNN", "WideResNet", "resnet18_small"]
+__all__ = ["register_backbone", "list_backbones", "build_backbone", "BACKBONES", "Standardize",
+           "safe_scale", "MLP", "SmallCNN", "WideResNet", "resnet18_small"]
 
 #: name -> factory ``(n_classes, input_shape, *, mean, std) -> nn.Module``
 BACKBONES: dict = {}
 
 
-def register_backbone(name):
-    """Decorator registering a backbone factory under ``name``."""
+def register_backbone(name, overwrite=False):
+    """Decorator registering a backbone factory under ``name``.
+
+    The name is usable as ``AOEDetector(backbone=name)`` as soon as it is registered
+    (parameter validation reads :data:`BACKBONES` at fit time).
+
+    Parameters
+    ----------
+    name : str
+    overwrite : bool, default=False
+        Replace a factory already registered under ``name``. Without it, a name that is
+        taken (a built-in or an earlier registration) is a ``ValueError``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from aoe_detect.backbones import list_backbones, register_backbone
+    >>> @register_backbone("linear_example")
+    ... def linear(n_classes, input_shape, *, mean=None, std=None):
+    ...     return nn.Linear(input_shape[0], n_classes)
+    >>> "linear_example" in list_backbones()
+    True
+    >>> _ = BACKBONES.pop("linear_example")
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be a str, got {type(name).__name__} {name!r}.")
+    if name == "auto":
+        raise ValueError("`name`='auto' is reserved (backbone='auto' picks 'mlp' or 'small_cnn').")
+    if name in BACKBONES and not overwrite:
+        raise ValueError(f"A backbone named {name!r} is already registered; pass overwrite=True "
+                         "to replace it, or choose another name.")
+
     def deco(fn):
         BACKBONES[name] = fn
         return fn
     return deco
+
+
+def list_backbones():
+    """Sorted names accepted by ``AOEDetector(backbone=...)`` besides ``"auto"``.
+
+    >>> from aoe_detect.backbones import list_backbones
+    >>> list_backbones()
+    ['mlp', 'resnet18', 'small_cnn', 'wrn40_2']
+    """
+    return sorted(BACKBONES)
 
 
 def build_backbone(name, n_classes, input_shape, *, mean=None, std=None):

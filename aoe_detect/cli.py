@@ -33,13 +33,15 @@ import sys
 import time
 import warnings
 
+from ._torch_utils import resolve_device as _resolve_device
+from .detector import AOEDetector
+from .exceptions import CLIError  # defined there; still importable from here
+from .metrics import ood_report
+from .model_selection import ood_mask
+
 __all__ = ["main", "build_parser"]
 
 PROG = "aoe-detect"
-
-
-class CLIError(Exception):
-    """An expected error, printed as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -634,8 +636,6 @@ def _cmd_benchmark(args, argv):
 def _cmd_fit(args):
     import numpy as np
 
-    from .detector import AOEDetector, _resolve_device
-
     _check_out_file(args.out, "--out")  # before anything is read or trained
     X, y = _read_arrays(args.id_file, "--id")
     if args.labels is not None:
@@ -666,8 +666,6 @@ def _cmd_fit(args):
     det.save(args.out)
     seconds = time.time() - t0
     if y is not None and not np.asarray(y).ndim > 1:
-        from .model_selection import ood_mask
-
         n_id = int(np.sum(~ood_mask(np.asarray(y).ravel(), det.outlier_label)))
     else:
         n_id = len(X)
@@ -685,10 +683,6 @@ def _cmd_fit(args):
 
 def _cmd_score(args):
     import numpy as np
-
-    from .detector import AOEDetector
-    from .metrics import ood_report
-    from .model_selection import ood_mask
 
     if args.out is not None:
         _check_out_file(args.out, "--out", (".npy", ".csv"))

@@ -12,7 +12,7 @@ processes, pinned memory on CUDA), so the data never has to fit in memory:
 - :class:`DatasetView` is "these rows of that dataset" (the training rows, the held-out
   validation rows, the outlier rows), with the labels aligned to the rows.
 - :class:`GlobalBatchSampler` yields the same global batches as the in-memory training loop
-  (:func:`aoe_detect._training.index_batches` on the shared generator); under
+  (:func:`aoe_detect._torch_utils.index_batches` on the shared generator); under
   ``torch.distributed`` each rank takes every ``world``-th row of each batch, as
   :class:`~torch.utils.data.DistributedSampler` does. A process group of ``w`` ranks with
   ``batch_size=B`` therefore trains on exactly the global batches of a single process with
@@ -27,16 +27,35 @@ Nothing here touches the global RNGs: batch order comes from the caller's
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import numbers
+import warnings
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
+from ._torch_utils import index_batches, pixels_to_unit, steps_per_epoch, to_device
+
 __all__ = ["is_dataset", "any_dataset", "inspect_dataset", "DatasetInfo", "DatasetView", "Collate",
            "GlobalBatchSampler", "OutlierBatchSampler", "TrainBatches", "make_loader", "to_device",
-           "prepare_fit", "scoring_view", "combine_outliers", "outlier_source", "MAX_FIT_SUBSET"]
+           "scoring_view", "RowsDataset", "MAX_FIT_SUBSET"]
+
+#: Names that moved to :mod:`aoe_detect._fit_inputs` (they combine Datasets with outlier
+#: sources, a layer above this module); still reachable here, with a DeprecationWarning.
+_MOVED_TO_FIT_INPUTS = ("prepare_fit", "combine_outliers", "outlier_source")
+
+
+def __getattr__(name):
+    """Deprecated aliases of :data:`_MOVED_TO_FIT_INPUTS` (resolved on first use, so this
+    loading module keeps importing nothing from the layers above it)."""
+    if name in _MOVED_TO_FIT_INPUTS:
+        warnings.warn(f"aoe_detect.data.{name} is deprecated and will be removed; it is an "
+                      "internal of AOEDetector.fit (now aoe_detect._fit_inputs).",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("aoe_detect._fit_inputs"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Largest number of ID samples loaded into memory during ``fit`` on a Dataset, to compute
 #: the input standardisation, ``epsilon="auto"``, the automatic margins and to fit the
@@ -286,8 +305,11 @@ class DatasetView:
         return self.view(pick).to_tensor(num_workers)
 
 
-class _Rows(Dataset):
-    """``(row, x, target)`` for the rows of a view; ``target`` from ``targets`` or -2."""
+class RowsDataset(Dataset):
+    """``(row, x, target)`` for the rows of a view; ``target`` from ``targets`` or -2.
+
+    What :func:`make_loader` loads from; :class:`~aoe_detect.outliers.DatasetOutliers`
+    indexes it directly to draw single items."""
 
     def __init__(self, view, targets=None):
         self.view, self.targets = view, targets
@@ -319,7 +341,7 @@ class Collate:
                                  f"items have {raw}. All samples must have the same shape.")
         x = torch.stack(xs)
         if x.dtype == torch.uint8 and len(self.info.shape) == 3:  # only images are pixels
-            x = x.to(torch.float32) / 255.0
+            x = pixels_to_unit(x)
         elif x.dtype != torch.float32:
             x = x.to(torch.float32)
         x = x.reshape((len(xs), *self.info.shape))
@@ -374,13 +396,9 @@ class GlobalBatchSampler(Sampler):
         self.rank, self.world = rank, world
 
     def __len__(self):
-        from ._training import steps_per_epoch
-
         return steps_per_epoch(self.n, self.batch_size, self.world)
 
     def __iter__(self):
-        from ._training import index_batches
-
         for b in index_batches(self.n, self.batch_size, self.generator, world=self.world):
             yield b[self.rank::self.world].tolist()
 
@@ -413,8 +431,8 @@ def make_loader(view, batch_sampler, num_workers=0, pin_memory=False, targets=No
     Worker seeds come from a generator seeded with ``seed`` (the global RNG is not used).
     ``persistent`` keeps the workers alive between epochs.
     """
-    return DataLoader(_Rows(view, targets), batch_sampler=batch_sampler, num_workers=num_workers,
-                      collate_fn=view.collate(), pin_memory=pin_memory,
+    return DataLoader(RowsDataset(view, targets), batch_sampler=batch_sampler,
+                      num_workers=num_workers, collate_fn=view.collate(), pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(int(seed)),
                       persistent_workers=bool(persistent and num_workers > 0))
 
@@ -435,13 +453,9 @@ class TrainBatches:
         self._loader, self._sampler = None, None
 
     def __len__(self):
-        from ._training import steps_per_epoch
-
         return steps_per_epoch(len(self.X), self.batch_size, self.world)
 
     def epoch(self, generator):
-        from ._training import index_batches
-
         if isinstance(self.X, torch.Tensor):
             for b in index_batches(len(self.X), self.batch_size, generator, world=self.world):
                 idx = b[self.rank::self.world]
@@ -459,142 +473,6 @@ class TrainBatches:
         sizes = [b] * (n // b) + [n % b] * (len(self) - n // b)
         for step, (x, y) in enumerate(self._loader):
             yield x, y, sizes[step]
-
-
-def to_device(x, device, channels_last=False):
-    """Copy a CPU tensor to ``device``: through pinned memory and ``non_blocking`` on CUDA
-    (the copy overlaps with queued GPU work); a no-op on the CPU. 4-D tensors become
-    ``channels_last`` if asked."""
-    if x.device != device:
-        if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-# ----------------------------------------------------------------------------- fit inputs
-def combine_outliers(parts, num_workers=0):
-    """Outlier arrays and Dataset views -> one array, one view, or (mixed) a
-    :class:`~aoe_detect.outliers.Mixture` of their sources weighted by size."""
-    if not parts:
-        return None
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts)
-    if len(parts) == 1:
-        return parts[0]
-    from .outliers import Mixture
-
-    sources = [(f"part{i}", outlier_source(p, num_workers)) for i, p in enumerate(parts)]
-    return Mixture(sources, weights=[len(p) for p in parts])
-
-
-def outlier_source(outliers, num_workers=0, input_range=None):
-    """An outlier array, Dataset, :class:`DatasetView` or source -> a source object."""
-    from torch.utils.data import Subset
-
-    from .outliers import ArrayOutliers, DatasetOutliers
-
-    if isinstance(outliers, DatasetView):
-        ds = outliers.dataset
-        if not isinstance(outliers.indices, range):
-            ds = Subset(ds, outliers.indices.tolist())
-        return DatasetOutliers(ds, num_workers=num_workers, input_range=outliers.input_range)
-    if is_dataset(outliers):
-        return DatasetOutliers(outliers, num_workers=num_workers, input_range=input_range)
-    if isinstance(outliers, np.ndarray):
-        return ArrayOutliers(outliers)
-    return outliers
-
-
-def _outlier_view(ds, shape, input_range):
-    info = inspect_dataset(ds, "X_outliers")
-    if tuple(info.shape) != tuple(shape):
-        raise ValueError(f"`X_outliers` has samples of shape {tuple(info.shape)}, but X has "
-                         f"samples of shape {tuple(shape)}.")
-    return DatasetView(ds, info, name="X_outliers", input_range=input_range)
-
-
-def prepare_fit(estimator, X, y, X_outliers):
-    """``AOEDetector._prepare_fit_data`` when any input is a Dataset.
-
-    ``X`` a Dataset: its first items are validated (the rest while loading); labels come
-    from the items, from ``dataset.targets`` or from ``y``; rows labelled ``-1`` become
-    outliers. ``y`` or ``X_outliers`` a Dataset: outliers streamed from it. Returns the
-    same dict as the array path, with ``"X"`` a :class:`DatasetView` when ``X`` is a
-    Dataset and ``"outliers"`` possibly a view.
-    """
-    from ._validation import check_more_inputs, is_outlier_array, labels_from_y
-
-    num_workers = getattr(estimator, "num_workers", 0)
-    ds_outliers = []
-    if is_dataset(X_outliers):
-        ds_outliers.append(X_outliers)
-        X_outliers = None
-    if is_dataset(y):  # fit(X, outlier_dataset): label-free second positional argument
-        if ds_outliers:
-            raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
-                             "second positional argument AND as `X_outliers`; pass one.")
-        ds_outliers.append(y)
-        y = None
-    if not is_dataset(X):
-        out = estimator._prepare_fit_data(X, y, X_outliers)
-        shape, input_range = out["shape"], out["input_range"]
-        parts = [] if out["outliers"] is None else [out["outliers"]]
-        parts += [_outlier_view(d, shape, input_range) for d in ds_outliers]
-        out["outliers"] = combine_outliers(parts, num_workers)
-        return out
-
-    info = inspect_dataset(X, "X", min_samples=2)
-    shape = info.shape
-    input_range = estimator._resolve_input_range(shape)
-    n = len(X)
-    outlier_parts = []
-    labels = None
-    if info.labelled:
-        if y is not None:
-            raise ValueError("`X` is a Dataset yielding (x, y) pairs, and `y` was passed too; "
-                             "pass the labels one way.")
-        labels = dataset_labels(X, info, "X", num_workers)
-    elif y is not None:
-        if is_outlier_array(y, shape):
-            if X_outliers is not None:
-                raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
-                                 "second positional argument AND as `X_outliers`; pass one.")
-            outlier_parts.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
-        else:
-            labels = y
-    view = DatasetView(X, info, name="X", input_range=input_range)
-    if labels is not None:
-        labels, is_out = labels_from_y(labels, n, outlier_label=getattr(estimator, "outlier_label", -1))
-        if is_out.all():
-            raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
-                             "rows are needed.")
-        if is_out.any():
-            out_view = view.view(np.flatnonzero(is_out))
-            out_view.name = "X_outliers"
-            outlier_parts.append(out_view)
-            view = view.view(np.flatnonzero(~is_out))
-            labels = labels[~is_out]
-        view.labels = labels
-        if len(view) < 2:
-            raise ValueError(f"Only {len(view)} in-distribution row(s) in X; at least 2 are needed.")
-        if isinstance(estimator.backbone, str) and len(np.unique(labels)) < 2:
-            raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
-                             "of at least two classes, or fit without labels (y=None).")
-    if X_outliers is not None:
-        outlier_parts.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
-    from ._validation import check_input_range
-
-    for arr in outlier_parts:
-        if isinstance(arr, np.ndarray):
-            check_input_range(arr, input_range, "X_outliers")
-    outlier_parts += [_outlier_view(d, shape, input_range) for d in ds_outliers]
-    estimator.__dict__.pop("feature_names_in_", None)
-    estimator.n_features_in_ = int(shape[0])
-    return {"X": view, "labels": labels, "shape": shape, "input_range": input_range,
-            "outliers": combine_outliers(outlier_parts, num_workers)}
 
 
 def scoring_view(dataset, input_shape, input_range, name="X"):

@@ -18,16 +18,21 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
-from . import _state, _training
+from . import _fit_inputs, _state, _training
 from . import data as _data
 from . import distributed as _distributed
-from ._compat import HasMethods, Interval, StrOptions
+from . import persistence as _persistence
+from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
 from ._validation import (check_input_range, check_inputs, check_more_inputs, is_outlier_array, labels_from_y)
-from ._state import CalibrationWarning
+from ._torch_utils import resolve_device as _resolve_device
 from .attacks import ATTACKS, resolve_attack
 from .backbones import BACKBONES, build_backbone
+from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
+                         TrainingInterruptedWarning)
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss, energy
+from .metrics import auroc_scorer
 from .model_selection import ood_mask
 from .outliers import OUTLIER_SOURCES, resolve_outliers
 from .scores import (FEATURE_SCORES, SCORES, LogitsAndFeatures, ScoreHead, SumScore,
@@ -63,37 +68,6 @@ MAX_MARGIN = 1e4
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-class NonFiniteLossWarning(RuntimeWarning):
-    """Training stopped because the loss became NaN/inf; the last finite weights are kept."""
-
-
-class NoClassesError(AttributeError, ValueError):
-    """``predict_proba``/``predict_class`` on a detector fitted without class labels (an
-    ``AttributeError``, scikit-learn's convention for an unavailable method, and a
-    ``ValueError``)."""
-
-
-class TrainingInterruptedWarning(RuntimeWarning):
-    """``fit`` was interrupted (KeyboardInterrupt); the last completed epoch is kept."""
-
-
-def _resolve_device(device):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}.") from exc
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r} "
-                         f"(device type {dev.type!r} cannot train or score a model).")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device`={device!r} but CUDA is not available; use device='auto' or 'cpu'.")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"`device`={device!r} but MPS is not available; use device='auto' or 'cpu'.")
-    return dev
-
-
 def _is_array_param(v):
     """The ``outliers`` parameter given as an array (not a name, source object or Dataset)."""
     if v is None or isinstance(v, str) or hasattr(v, "sample") or _data.is_dataset(v):
@@ -103,8 +77,6 @@ def _is_array_param(v):
 
 def _say_device(device):
     """With ``verbose``: one line (through tqdm, on stderr) naming the device "auto" chose."""
-    from tqdm.auto import tqdm
-
     tqdm.write(f"AOEDetector: device='auto' resolved to '{device}'", file=sys.stderr)
 
 
@@ -113,6 +85,18 @@ def _seed_from(random_state):
     if random_state is None:
         return int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1))
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def _warn_non_finite(stage, epoch, exc):
+    """The :class:`NonFiniteLossWarning` of a stage stopped in ``epoch`` (0-based), with a
+    hint at what to change."""
+    hint = ("lower `lr`" if stage == "pretrain" else
+            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
+            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
+            "`lam` and the margins")
+    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
+                  f"weights of the last completed epoch are kept; {hint}.",
+                  NonFiniteLossWarning, stacklevel=2)
 
 
 class _Float64(torch.nn.Module):
@@ -357,7 +341,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "backbone": [StrOptions({"auto", *BACKBONES}), HasMethods(["forward"]), callable],
+        "backbone": [RegistryOptions(BACKBONES, extra=("auto",)), HasMethods(["forward"]), callable],
         "outliers": [StrOptions({"default", "gan", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
@@ -575,7 +559,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     def _prepare_fit_data(self, X, y, X_outliers):
         """Validate all data once; return a dict of float32 tensors and label info."""
         if _data.any_dataset(X, y, X_outliers):
-            return _data.prepare_fit(self, X, y, X_outliers)
+            return _fit_inputs.prepare_fit(self, X, y, X_outliers)
         Xc, _ = check_inputs(self, X, reset=True, min_samples=2)
         shape = tuple(Xc.shape[1:])
         input_range = self._resolve_input_range(shape)
@@ -631,22 +615,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.input_shape_ = shape
         self.input_range_ = data["input_range"]
         self.device_ = device
-        # hold out ID validation data for the threshold
-        n = len(X)
-        n_val = int(round(self.validation_fraction * n))
-        if self.validation_fraction > 0:
-            n_val = min(max(n_val, 1), n - 2)
-        perm = rng.permutation(n)
-        val_idx, tr_idx = _state.keep_classes_in_training(perm, n_val, labels)
-        n_val = len(val_idx)
-        if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
-            train_X = X.view(tr_idx)
-            X_val = X.view(val_idx) if n_val else train_X
-            X_tr = train_X.fit_subset(rng, num_workers=self.num_workers)
-        else:
-            X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
-            X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
-            train_X = X_tr
+        tr_idx, X_tr, X_val, train_X = self._split_validation(X, labels, rng)
 
         if self.warm_start and not hasattr(self, "module_"):
             self._resume_from_checkpoint(labels, tr_idx, device)
@@ -710,21 +679,51 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 raise
             interrupted = True
         if interrupted:  # a second Ctrl-C from here on aborts fit (the old state comes back)
-            weights, n_hist = progress["kept"]
-            self.module_.load_state_dict(weights)
-            del self.history_[n_hist:]
-            self.module_.eval()
-            warnings.warn(f"fit interrupted in {progress['where']}; the weights of the last "
-                          f"completed epoch ({n_hist} in history_) are kept and the threshold is "
-                          "computed.", TrainingInterruptedWarning)
-            if not hasattr(self, "m_in_"):
-                self._set_margins(X_tr, device)
-            self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
-            self.validation_scores_ = self._validation_scores(X_val)
+            self._keep_last_epoch(progress, X_tr, y_tr, X_val, train_X, gen, device)
         self.offset_ = self._conformal_offset(self.validation_scores_, self.contamination)
         if interrupted and self.checkpoint_dir is not None and _distributed.is_main_process():
             self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
+
+    def _keep_last_epoch(self, progress, X_tr, y_tr, X_val, train_X, gen, device):
+        """After a KeyboardInterrupt: restore the weights and ``history_`` of the last
+        completed epoch (``progress["kept"]``), warn, and fit the score and validation
+        scores on them."""
+        weights, n_hist = progress["kept"]
+        self.module_.load_state_dict(weights)
+        del self.history_[n_hist:]
+        self.module_.eval()
+        warnings.warn(f"fit interrupted in {progress['where']}; the weights of the last "
+                      f"completed epoch ({n_hist} in history_) are kept and the threshold is "
+                      "computed.", TrainingInterruptedWarning, stacklevel=2)
+        if not hasattr(self, "m_in_"):
+            self._set_margins(X_tr, device)
+        self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
+        self.validation_scores_ = self._validation_scores(X_val)
+
+    def _split_validation(self, X, labels, rng):
+        """Hold out ID validation rows for the threshold (every class keeps a training row).
+
+        Returns ``(tr_idx, X_tr, X_val, train_X)``: the training row positions, the training
+        rows as a tensor (a bounded subset when ``X`` is a streamed Dataset view), the
+        validation rows (the training rows when none are held out) and what the training
+        loop iterates over (``X_tr`` itself, or the view of every training row)."""
+        n = len(X)
+        n_val = int(round(self.validation_fraction * n))
+        if self.validation_fraction > 0:
+            n_val = min(max(n_val, 1), n - 2)
+        perm = rng.permutation(n)
+        val_idx, tr_idx = _state.keep_classes_in_training(perm, n_val, labels)
+        n_val = len(val_idx)
+        if isinstance(X, _data.DatasetView):  # streamed; a bounded subset for statistics
+            train_X = X.view(tr_idx)
+            X_val = X.view(val_idx) if n_val else train_X
+            X_tr = train_X.fit_subset(rng, num_workers=self.num_workers)
+        else:
+            X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
+            X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
+            train_X = X_tr
+        return tr_idx, X_tr, X_val, train_X
 
     def _validation_scores(self, X_val):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
@@ -802,8 +801,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                                                                       "checkpoint.aoe")
         if path is None or not os.path.isfile(path):
             return
-        from .persistence import load
-
         bb = self.backbone
         if isinstance(bb, torch.nn.Module):
             module = bb
@@ -814,7 +811,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             module = None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Parameters .* were not serialisable")
-            ckpt = load(path, module=module, device=device)
+            ckpt = _persistence.load(path, module=module, device=device, cls=AOEDetector)
         if tuple(ckpt.input_shape_) != tuple(self.input_shape_):
             raise ValueError(f"The checkpoint in `checkpoint_dir`={os.fspath(self.checkpoint_dir)!r} "
                              f"was fitted on samples of shape {tuple(ckpt.input_shape_)}, but X has "
@@ -927,9 +924,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
                               "outlier exposure; they are ignored.", UserWarning)
                 return None
-            source = _data.outlier_source(data["outliers"], self.num_workers)
+            source = _fit_inputs.outlier_source(data["outliers"], self.num_workers)
         elif _data.is_dataset(self.outliers):
-            source = _data.outlier_source(self.outliers, self.num_workers, self.input_range_)
+            source = _fit_inputs.outlier_source(self.outliers, self.num_workers, self.input_range_)
         elif data.get("source_array") is not None:
             source = resolve_outliers(data["source_array"], shape)
         else:
@@ -973,10 +970,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise ValueError("The `backbone` has no trainable parameters (module.parameters() "
                              "with requires_grad=True is empty); pass a module with weights to "
                              "train, or epochs=0 and pretrain_epochs=0 to only calibrate it.")
-        if self.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr)
-        else:
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
+        opt = self._make_optimizer(params)
         batch_size = int(self.batch_size)
         outlier_batch_size = None if self.outlier_batch_size is None else int(self.outlier_batch_size)
         world = _distributed.world_size() if self.distributed_ else 1
@@ -984,7 +978,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
         bar = None
         if self.verbose and _distributed.is_main_process():
-            from tqdm.auto import tqdm
             bar = tqdm(total=epochs * steps_per_epoch, desc=stage, leave=False)
         clip = self.input_range_
         eps = self.epsilon_
@@ -1020,13 +1013,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                     self._check_finite(X_tr)
                 except _training.NonFiniteLossError as exc:
                     module.load_state_dict(snapshot)
-                    hint = ("lower `lr`" if stage == "pretrain" else
-                            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
-                            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
-                            "`lam` and the margins")
-                    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
-                                  f"weights of the last completed epoch are kept; {hint}.",
-                                  NonFiniteLossWarning)
+                    _warn_non_finite(stage, epoch, exc)
                     return True
                 row = {"stage": stage, "epoch": epoch + 1, **row}
                 self.history_.append(row)
@@ -1045,6 +1032,12 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 _distributed.broadcast_module(module)
         return False
 
+    def _make_optimizer(self, params):
+        """A fresh optimizer over ``params`` (``optimizer``, ``lr``)."""
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        return torch.optim.SGD(params, lr=self.lr, momentum=0.9, nesterov=True)
+
     def _check_finite(self, X_tr):
         """The last step of an epoch is not followed by a loss: check weights, buffers and
         a probe of scores so that a diverged epoch is never kept."""
@@ -1056,13 +1049,11 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             raise _training.NonFiniteLossError("scores of training inputs became non-finite")
 
     def _checkpoint(self):
-        from .persistence import save
-
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         was = self.module_.training
         self.module_.eval()
         try:
-            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+            _persistence.save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
         finally:
             self.module_.train(was)
 
@@ -1269,8 +1260,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         float
             AUROC in [0, 1] (nan with a warning if one side is empty).
         """
-        from .metrics import auroc_scorer
-
         marker = getattr(self, "outlier_label", -1)
         y_arr = None if y is None else np.asarray(y)
         numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
@@ -1366,11 +1355,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         See :func:`aoe_detect.persistence.save`. After a distributed ``fit`` only rank 0
         writes (the other ranks return ``path`` without writing).
         """
-        from .persistence import save
-
         if getattr(self, "distributed_", False) and not _distributed.is_main_process():
             return os.fspath(path)
-        return save(self, path)
+        return _persistence.save(self, path)
 
     @classmethod
     def load(cls, path, module=None, device="auto"):
@@ -1384,9 +1371,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             same architecture (its weights are replaced).
         device : str, default="auto"
         """
-        from .persistence import load
-
-        return load(path, module=module, device=device)
+        return _persistence.load(path, module=module, device=device, cls=AOEDetector)
 
     def __getstate__(self):
         """Pickle/joblib state: the module as a CPU copy, without training data.
@@ -1438,3 +1423,6 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+_persistence._ESTIMATOR_CLASS = AOEDetector  # what aoe_detect.persistence.load builds by default

@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from . import outliers as _outliers
+from ._torch_utils import atomic_write, resolve_device
 from .outliers import GeneratorOutliers, OutlierSource, _torch_seed
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "train_gan", "GANOutliers"]
@@ -178,9 +180,8 @@ class DCGANDiscriminator(nn.Module):
 
 
 def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """:func:`aoe_detect._torch_utils.resolve_device`, with ``None`` meaning ``"auto"``."""
+    return resolve_device("auto" if device is None else device)
 
 
 def _build_models(latent_dim, shape, width, spectral_norm, seed):
@@ -332,17 +333,6 @@ def _key(payload: dict) -> str:
 def _save_npy(path: str, arr: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy"
         np.save(f, arr, allow_pickle=False)
-
-
-def _atomic_write(path: str, write) -> None:
-    """Write through ``write(tmp_path)`` then rename, so readers never see a partial file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class GANOutliers(OutlierSource):
@@ -521,7 +511,7 @@ class GANOutliers(OutlierSource):
                 device=self.device_, verbose=self.verbose)
             if self.cache_path_ is not None:
                 cpu_state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
-                _atomic_write(self.cache_path_, lambda p: torch.save(
+                atomic_write(self.cache_path_, lambda p: torch.save(
                     {"generator": cpu_state, "history": self.history_}, p))
         self.generator_ = G.eval()
         self.sampler_ = GeneratorOutliers(
@@ -542,7 +532,7 @@ class GANOutliers(OutlierSource):
                 pool = self.sampler_.sample(self.n_cached, torch.Generator().manual_seed(pool_seed))
                 if pool_path is not None:
                     arr = pool.numpy()
-                    _atomic_write(pool_path, lambda p: _save_npy(p, arr))
+                    atomic_write(pool_path, lambda p: _save_npy(p, arr))
             self.pool_ = pool.float().reshape((self.n_cached, *self.sample_shape_))
         return self
 
@@ -567,3 +557,6 @@ class GANOutliers(OutlierSource):
             idx = torch.randint(0, len(self.pool_), (n,), generator=generator)
             return self.pool_[idx]
         return self.sampler_.sample(n, generator)
+
+
+_outliers._SOURCES_DEFINED_ABOVE["gan"] = GANOutliers  # outliers="gan" (see aoe_detect.outliers)

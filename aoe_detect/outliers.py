@@ -32,6 +32,8 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from ._compat import Interval
+from ._torch_utils import pixels_to_unit
+from .data import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
 
 __all__ = [
     "OutlierSource",
@@ -350,7 +352,7 @@ class ArrayOutliers(OutlierSource):
         else:
             data = torch.as_tensor(np.asarray(data))
         if data.dtype == torch.uint8 and data.dim() >= 3:  # uint8 images; tabular keeps values
-            data = data.float() / 255.0
+            data = pixels_to_unit(data)
         if not bool(torch.isfinite(data.float()).all()):
             raise ValueError("`ArrayOutliers.X` contains NaN or infinity; finite outliers are "
                              "expected.")
@@ -544,6 +546,13 @@ OUTLIER_SOURCES = {
 }
 
 
+#: Named sources defined in modules above this one (they build on its base classes), which
+#: add themselves here when imported: ``"gan"`` -> :class:`~aoe_detect.generative.GANOutliers`
+#: (``aoe_detect/__init__.py`` imports :mod:`aoe_detect.generative`, so the name is always
+#: known). Kept apart from :data:`OUTLIER_SOURCES`, the generic sources for any data.
+_SOURCES_DEFINED_ABOVE = {}
+
+
 def resolve_outliers(outliers, sample_shape):
     """Turn the ``outliers`` parameter into an (unfitted) source object, or ``None``.
 
@@ -558,10 +567,8 @@ def resolve_outliers(outliers, sample_shape):
     if isinstance(outliers, str):
         if outliers == "default":
             return default_outliers(sample_shape)
-        if outliers == "gan":
-            from .generative import GANOutliers  # lazy: generative imports this module
-
-            return GANOutliers()
+        if outliers in _SOURCES_DEFINED_ABOVE:  # "gan"
+            return _SOURCES_DEFINED_ABOVE[outliers]()
         if outliers not in OUTLIER_SOURCES:
             raise ValueError(
                 f"Unknown `outliers` name {outliers!r}; valid names are "
@@ -605,8 +612,6 @@ class DatasetOutliers(OutlierSource):
         self.input_range = input_range
 
     def fit(self, X=None, generator=None):
-        from .data import DatasetView, inspect_dataset
-
         shape = None if X is None else tuple(X.shape[1:])
         info = inspect_dataset(self.dataset, "X_outliers", sample_shape=shape)
         self.view_ = DatasetView(self.dataset, info, name="X_outliers", input_range=self.input_range)
@@ -614,17 +619,13 @@ class DatasetOutliers(OutlierSource):
         return self
 
     def sample(self, n, generator):
-        from .data import _Rows
-
-        rows = _Rows(self.view_)
+        rows = RowsDataset(self.view_)
         idx = torch.randint(0, len(rows), (n,), generator=generator).tolist()
         x, _ = self.view_.collate()([rows[i] for i in idx])
         return x
 
     def stream(self, m, seed, rank=0, world=1, pin_memory=False):
         """Endless iterator of this rank's outlier batches (``m`` rows each, CPU float32)."""
-        from .data import OutlierBatchSampler, make_loader
-
         sampler = OutlierBatchSampler(len(self.view_), m, seed, rank, world)
         loader = make_loader(self.view_, sampler, self.num_workers, pin_memory, seed=seed)
         return (x for x, _ in loader)

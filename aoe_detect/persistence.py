@@ -13,22 +13,29 @@ pickles you trust.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from ._state import validate_nested
-from .backbones import BACKBONES
+from ._torch_utils import atomic_write, resolve_device
+from .backbones import BACKBONES, build_backbone
 from .scores import build_scorer
 
 __all__ = ["save", "load", "check_save_path", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
+
+#: The class :func:`load` builds by default. :mod:`aoe_detect.detector` imports this module
+#: (save/load/checkpoints) and sets this to :class:`~aoe_detect.AOEDetector` when it is
+#: imported, so persistence needs no import of the estimator (no import cycle).
+_ESTIMATOR_CLASS = None
 
 _FITTED = ("offset_", "m_in_", "m_out_", "lam_", "input_range_", "input_shape_", "n_features_in_")
 
@@ -65,9 +72,7 @@ def save(detector, path, _partial=False):
     str
         The path written.
     """
-    from sklearn.utils.validation import check_is_fitted
-
-    from . import __version__
+    from . import __version__  # read on use (tests and users may patch it)
 
     if not _partial:
         check_is_fitted(detector, "offset_")
@@ -110,15 +115,7 @@ def save(detector, path, _partial=False):
     }
     payload["sha256"] = _digest(payload)
     path = check_save_path(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".aoe-", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 
@@ -306,7 +303,7 @@ def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
         raise _bad(path, "validation_scores", "empty, but the detector has a threshold")
 
 
-def load(path, module=None, device="auto"):
+def load(path, module=None, device="auto", *, cls=None):
     """Load a detector written by :func:`save`; never executes code from the file.
 
     Parameters
@@ -317,6 +314,9 @@ def load(path, module=None, device="auto"):
         the same architecture (deep-copied; its weights are replaced).
     device : str, default="auto"
         Where to put the module (a CUDA-fitted detector loads on a CPU-only machine).
+    cls : type, optional
+        The estimator class to build (``AOEDetector.load`` passes its own class). ``None``:
+        :class:`~aoe_detect.AOEDetector` (:data:`_ESTIMATOR_CLASS`).
 
     Returns
     -------
@@ -329,17 +329,14 @@ def load(path, module=None, device="auto"):
     ValueError
         Truncated, corrupted or foreign files, or a ``module`` that does not match.
     """
-    import copy
+    from . import __version__  # read on use (tests and users may patch it)
 
-    from . import __version__
-    from .backbones import build_backbone
-    from .detector import AOEDetector, _resolve_device
-
+    estimator_cls = _ESTIMATOR_CLASS if cls is None else cls
     if module is not None and not isinstance(module, torch.nn.Module):
         raise TypeError(f"`module` must be None or a torch.nn.Module instance of the architecture "
                         f"the detector was fitted on, got {type(module).__name__} {module!r}. "
                         "Built-in backbones (e.g. 'mlp') are rebuilt from the file: omit `module`.")
-    dev = _resolve_device(device)  # before reading: a bad `device` is the caller's error
+    dev = resolve_device(device)  # before reading: a bad `device` is the caller's error
     try:
         path = os.fspath(path)
     except TypeError:
@@ -392,12 +389,12 @@ def load(path, module=None, device="auto"):
     if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
         raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
                          "objects.")
-    known = AOEDetector().get_params()
+    known = estimator_cls().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
         warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
                       "they are ignored.", UserWarning)
-    det = AOEDetector(**{k: v for k, v in params.items() if k in known})
+    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
     _check_loaded_params(det, path)
     _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
     if skipped:

@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "aoe_detect.model_selection",
     "aoe_detect.datasets",
     "aoe_detect.persistence",
+    "aoe_detect.exceptions",
     "aoe_detect.data",
     "aoe_detect.distributed",
     "aoe_detect.benchmark",

@@ -1,0 +1,40 @@
+"""The package's warnings and errors, in one place.
+
+Each class is also importable from the module that raises it (its former home), as the
+same class object: ``aoe_detect.detector.NonFiniteLossWarning is
+aoe_detect.exceptions.NonFiniteLossWarning``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
+           "NoClassesError", "NonFiniteLossError", "CLIError"]
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """Training stopped because the loss became NaN/inf; the last finite weights are kept."""
+
+
+class TrainingInterruptedWarning(RuntimeWarning):
+    """``fit`` was interrupted (KeyboardInterrupt); the last completed epoch is kept."""
+
+
+class CalibrationWarning(UserWarning):
+    """The held-out set is too small for the requested ``contamination``: ``offset_`` has no
+    finite-sample guarantee (it is the smallest held-out score)."""
+
+
+class NoClassesError(AttributeError, ValueError):
+    """``predict_proba``/``predict_class`` on a detector fitted without class labels (an
+    ``AttributeError``, scikit-learn's convention for an unavailable method, and a
+    ``ValueError``)."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised inside the training loop when the loss becomes NaN or infinite (``fit``
+    catches it, restores the last finite weights and warns with
+    :class:`NonFiniteLossWarning`)."""
+
+
+class CLIError(Exception):
+    """An expected error of the ``aoe-detect`` command line, printed as one line."""

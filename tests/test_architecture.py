@@ -1,0 +1,185 @@
+"""Issue 8 (architecture): backbone registry, one exceptions module, import layering."""
+
+import ast
+import pathlib
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import aoe_detect
+from aoe_detect import AOEDetector
+from aoe_detect._compat import InvalidParameterError
+from aoe_detect.backbones import BACKBONES, list_backbones, register_backbone
+
+
+@pytest.fixture
+def mine():
+    """Register a tiny linear backbone as "_test_mine" for one test."""
+    @register_backbone("_test_mine")
+    def _lin(n_classes, input_shape, *, mean=None, std=None):
+        return torch.nn.Linear(input_shape[0], n_classes)
+
+    yield _lin
+    BACKBONES.pop("_test_mine", None)
+
+
+def test_registered_after_import_is_accepted_at_fit(mine, blobs):
+    X, y = blobs
+    det = AOEDetector(backbone="_test_mine", epochs=1, pretrain_epochs=1, outliers="uniform",
+                      ood_score="energy", random_state=0, device="cpu").fit(X, y)
+    assert isinstance(det.module_, torch.nn.Linear)
+    assert det.score_samples(X[:3]).shape == (3,)
+
+
+def test_unknown_backbone_name_is_rejected_with_the_current_names(mine, blobs):
+    X, y = blobs
+    with pytest.raises(InvalidParameterError, match="backbone") as err:
+        AOEDetector(backbone="nope", device="cpu").fit(X, y)
+    assert "_test_mine" in str(err.value) and "'auto'" in str(err.value)
+
+
+def test_duplicate_name_needs_overwrite(mine):
+    with pytest.raises(ValueError, match="already registered.*overwrite=True"):
+        register_backbone("_test_mine")
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("mlp")
+    assert BACKBONES["_test_mine"] is mine
+
+    @register_backbone("_test_mine", overwrite=True)
+    def other(n_classes, input_shape, *, mean=None, std=None):
+        return torch.nn.Linear(input_shape[0], n_classes)
+
+    assert BACKBONES["_test_mine"] is other
+
+
+def test_reserved_and_non_string_names():
+    with pytest.raises(ValueError, match="reserved"):
+        register_backbone("auto")
+    with pytest.raises(TypeError, match="must be a str"):
+        register_backbone(3)
+
+
+def test_list_backbones(mine):
+    names = list_backbones()
+    assert names == sorted(BACKBONES)
+    assert {"mlp", "small_cnn", "wrn40_2", "resnet18", "_test_mine"} <= set(names)
+    assert "auto" not in names
+
+
+@pytest.mark.parametrize("name, old_home", [
+    ("NonFiniteLossWarning", "aoe_detect.detector"),
+    ("TrainingInterruptedWarning", "aoe_detect.detector"),
+    ("NoClassesError", "aoe_detect.detector"),
+    ("CalibrationWarning", "aoe_detect.detector"),
+    ("CalibrationWarning", "aoe_detect._state"),
+    ("NonFiniteLossError", "aoe_detect._training"),
+    ("CLIError", "aoe_detect.cli"),
+])
+def test_exceptions_live_in_one_module_and_keep_their_old_homes(name, old_home):
+    import importlib
+
+    from aoe_detect import exceptions
+
+    cls = getattr(exceptions, name)
+    assert cls.__module__ == "aoe_detect.exceptions"
+    assert getattr(importlib.import_module(old_home), name) is cls
+    if name in aoe_detect.__all__:
+        assert getattr(aoe_detect, name) is cls
+
+
+def test_exception_bases_unchanged():
+    from aoe_detect import exceptions as E
+
+    assert issubclass(E.NonFiniteLossWarning, RuntimeWarning)
+    assert issubclass(E.TrainingInterruptedWarning, RuntimeWarning)
+    assert issubclass(E.CalibrationWarning, UserWarning)
+    assert issubclass(E.NoClassesError, AttributeError) and issubclass(E.NoClassesError, ValueError)
+    assert issubclass(E.NonFiniteLossError, FloatingPointError)
+
+
+def test_moved_data_names_are_deprecated_aliases():
+    from aoe_detect import _fit_inputs, data
+
+    for name in ("prepare_fit", "combine_outliers", "outlier_source"):
+        with pytest.warns(DeprecationWarning, match=f"aoe_detect.data.{name} is deprecated"):
+            assert getattr(data, name) is getattr(_fit_inputs, name)
+    with pytest.raises(AttributeError):
+        data.no_such_name  # noqa: B018
+
+
+def test_moved_helpers_keep_their_old_homes():
+    from aoe_detect import _torch_utils, _training, data, detector
+
+    assert _training.index_batches is _torch_utils.index_batches
+    assert _training.steps_per_epoch is _torch_utils.steps_per_epoch
+    assert data.to_device is _torch_utils.to_device
+    assert detector._resolve_device is _torch_utils.resolve_device
+
+
+def test_gan_name_resolves_without_an_upward_import():
+    from aoe_detect.generative import GANOutliers
+    from aoe_detect.outliers import resolve_outliers
+
+    assert isinstance(resolve_outliers("gan", (1, 8, 8)), GANOutliers)
+
+
+def test_persistence_load_builds_the_estimator_class(tmp_path, blobs):
+    from aoe_detect import persistence
+
+    X, y = blobs
+    det = AOEDetector(epochs=1, pretrain_epochs=0, outliers="uniform", ood_score="energy",
+                      random_state=0, device="cpu").fit(X, y)
+    path = det.save(tmp_path / "d.aoe")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = persistence.load(path, device="cpu")
+    b = AOEDetector.load(path, device="cpu")
+    assert type(a) is AOEDetector and type(b) is AOEDetector
+    np.testing.assert_array_equal(a.score_samples(X[:5]), det.score_samples(X[:5]))
+
+
+# Module -> the sibling modules it must not import (lower layers never import upper ones).
+_FORBIDDEN = {
+    "_torch_utils": None,  # the bottom: no sibling at all
+    "exceptions": None,
+    "data": {"_training", "outliers", "generative", "detector", "persistence", "_fit_inputs"},
+    "outliers": {"generative", "_training", "detector", "persistence", "_fit_inputs"},
+    "_training": {"detector", "persistence", "_fit_inputs"},
+    "persistence": {"detector"},
+}
+
+
+def _sibling_imports(path):
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(a.name for a in node.names)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(_FORBIDDEN))
+def test_lower_layers_do_not_import_upper_ones(module):
+    path = pathlib.Path(aoe_detect.__file__).parent / f"{module}.py"
+    imported = _sibling_imports(path) - {"__version__"}
+    forbidden = _FORBIDDEN[module]
+    bad = imported if forbidden is None else imported & forbidden
+    assert not bad, f"{module}.py imports {sorted(bad)}"
+
+
+def test_pixels_to_unit_matches_the_former_copies_bitwise():
+    from aoe_detect._torch_utils import pixels_to_unit
+
+    u8 = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    f32 = u8.astype(np.float32)
+    t = torch.from_numpy(u8)
+    np.testing.assert_array_equal(pixels_to_unit(f32), f32 / np.float32(255.0))  # _validation
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), (t.to(torch.float32) / 255.0).numpy())
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), (t.float() / 255.0).numpy())
+    np.testing.assert_array_equal(pixels_to_unit(t).numpy(), pixels_to_unit(f32))
+    assert pixels_to_unit(f32).dtype == np.float32 and pixels_to_unit(t).dtype == torch.float32
