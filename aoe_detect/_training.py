@@ -61,7 +61,7 @@ def steps_per_epoch(n, batch_size, world=1):
     return full + (1 if rest >= 2 * world else 0)
 
 
-def still_falling(losses, ratio=0.5, min_rel=0.02):
+def still_falling(losses, ratio=1.0, min_rel=0.02):
     """True when a stage's per-epoch training losses were still falling steeply at its end.
 
     The stage runs a cosine learning-rate schedule, so progress per epoch shrinks with the
