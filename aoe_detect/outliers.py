@@ -342,8 +342,10 @@ class _OffSupport(OutlierSource):
     (0.95: 95% of ID rows have a neighbour closer than it). A candidate outlier is kept
     only if its nearest ID row is farther than ``radius_``, i.e. it lies in a region where
     the ID data are sparser than almost anywhere in the ID sample itself. Candidates are
-    proposed in rounds; if too few survive (``max_rounds``), the farthest candidates fill
-    the batch. Subclasses implement ``_propose(m, generator)`` in standardised units.
+    proposed in rounds; if too few survive ``max_rounds`` rounds, the farthest rejected
+    candidates are pushed radially outward (times 1.25 per try) until they pass, so every
+    sample is outside the radius. Subclasses implement ``_propose(m, generator)`` in
+    standardised units.
     """
 
     def _fit_support(self, X, generator):
@@ -383,9 +385,15 @@ class _OffSupport(OutlierSource):
             pool_c.append(z[~ok])
             pool_d.append(d[~ok])
         z = torch.cat(kept)[:n]
-        if len(z) < n:  # fall back: the farthest rejected candidates
+        if len(z) < n:  # fall back: the farthest rejected candidates, pushed outward
             c, d = torch.cat(pool_c), torch.cat(pool_d)
-            z = torch.cat([z, c[torch.argsort(d, descending=True)[: n - len(z)]]])
+            c = c[torch.argsort(d, descending=True)[: n - len(z)]]
+            for _ in range(60):  # radially away from the ID mean (0) until off support
+                inside = self._nearest(c) <= self.radius_
+                if not bool(inside.any()):
+                    break
+                c[inside] = c[inside] * 1.25 + (c[inside].norm(dim=1, keepdim=True) == 0)
+            z = torch.cat([z, c])
         x = (z.double() * self.std_ + self.mean_).float()
         return x.reshape((n, *self.sample_shape_))
 

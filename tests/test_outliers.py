@@ -122,7 +122,9 @@ def test_resolve_outliers():
 
 
 @pytest.mark.parametrize("make", [lambda: ShellNoise(), lambda: CorruptedID(),
-                                  lambda: RejectedLowDensity()])
+                                  lambda: RejectedLowDensity(),
+                                  lambda: ShellNoise(radii=(0.05,), max_rounds=1)],
+                         ids=["shell", "corrupted", "lowdensity_rejected", "shell-fallback"])
 def test_off_support_sources_stay_outside_the_id_support(make):
     """Issue 9: every tabular sample is farther from every ID row than the ID rows' 95%
     nearest-neighbour radius (standardised units), deterministically per generator."""
