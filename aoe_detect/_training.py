@@ -37,6 +37,30 @@ CUDA_CHECK_EVERY = 16
 CUDA_FLUSH_EVERY = 32
 
 
+def still_falling(losses, ratio=1.0, min_rel=0.02):
+    """True when a stage's per-epoch training losses were still falling steeply at its end.
+
+    The stage runs a cosine learning-rate schedule, so progress per epoch shrinks with the
+    learning rate even when the loss is far from its minimum; the test therefore compares
+    progress *per unit of learning rate*. The losses are split into five consecutive chunks
+    (means ``c0..c4``, mean relative learning rates ``l0..l4`` of the cosine schedule);
+    ``rate_k = (c_k - c_{k+1}) / ((l_k + l_{k+1}) / 2)``. "Still falling": the last rate is
+    more than ``ratio`` times the first (the loss is no flatter at the end than at the start)
+    and the last drop is more than ``min_rel`` of ``|c3|``. A converged stage has a last
+    rate near 0. Stages shorter than 5 epochs or with non-finite losses are not judged.
+    """
+    losses = np.asarray(losses, dtype=float)
+    n = len(losses)
+    if n < 5 or not np.all(np.isfinite(losses)):
+        return False
+    lr = 0.5 * (1 + np.cos(np.pi * (np.arange(n) + 0.5) / n))
+    c = [x.mean() for x in np.array_split(losses, 5)]
+    l = [x.mean() for x in np.array_split(lr, 5)]
+    first = (c[0] - c[1]) / ((l[0] + l[1]) / 2)
+    last = (c[3] - c[4]) / ((l[3] + l[4]) / 2)
+    return bool(last > 0 and last > ratio * max(first, 0.0) and c[3] - c[4] > min_rel * abs(c[3]) + 1e-6)
+
+
 def amp_dtype(amp, device):
     """The autocast dtype for the ``amp`` parameter: False -> None, "bf16", "fp16", True ->
     bfloat16 where supported (CPU, CUDA with bf16) else float16."""

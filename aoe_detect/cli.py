@@ -267,8 +267,9 @@ def build_parser():
                    help="outlier augmentation (default: %(default)s = AOE; none = vanilla OE)")
     f.add_argument("--epsilon", type=_real(0, auto=True), default="auto",
                    help="attack radius in input units, or auto (default: %(default)s)")
-    f.add_argument("--epochs", type=_nonneg_int, default=10,
-                   help="outlier-exposure epochs (default: %(default)s)")
+    f.add_argument("--epochs", type=_epochs_or_auto, default="auto",
+                   help="outlier-exposure epochs, or auto: 10, at least 500 optimizer steps "
+                        "(default: %(default)s)")
     f.add_argument("--pretrain-epochs", type=_epochs_or_auto, default="auto",
                    help="cross-entropy pretraining epochs, or auto (default: %(default)s)")
     f.add_argument("--backbone", default="auto",

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -54,6 +55,14 @@ AUTO_IMAGE_EPS = 8.0 / 255.0
 AUTO_TABULAR_EPS = 0.1
 #: Pretraining epochs used by ``pretrain_epochs="auto"`` for a fresh (untrained) backbone.
 AUTO_PRETRAIN_EPOCHS = 10
+#: Fine-tuning epochs used by ``epochs="auto"`` (Liu et al. fine-tune for 10).
+AUTO_EPOCHS = 10
+#: Floor of the automatic budgets in optimizer steps per stage: ``"auto"`` runs
+#: ``max(10, ceil(AUTO_MIN_STEPS / steps_per_epoch))`` epochs, so small data sets (120 rows
+#: of wine are one batch of 128, i.e. one step per epoch) still train to convergence, while
+#: any data set with at least ``AUTO_MIN_STEPS / 10`` batches per epoch (6 400 rows at the
+#: default batch size) keeps exactly 10 epochs. Measured in ``benchmarks/tabular_outliers.py``.
+AUTO_MIN_STEPS = 500
 #: Arrays longer than this are validated, converted and scored in chunks of about this
 #: many rows (whole scoring batches), so scoring memory does not grow with the number of
 #: inputs: the float64/float32 conversions of a 1024-row chunk of 28x28 images take ~13 MB
@@ -159,12 +168,17 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         Share of each outlier batch that is attacked (1.0 = the paper).
     loss : {"energy", "softmax"}, default="energy"
         Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019).
-    epochs : int, default=10
-        Outlier-exposure fine-tuning epochs (Liu et al. fine-tune for 10).
+    epochs : int or "auto", default="auto"
+        Outlier-exposure fine-tuning epochs. ``"auto"``: 10 (Liu et al. fine-tune for 10),
+        raised on small data so that the stage takes at least ``AUTO_MIN_STEPS`` (500)
+        optimizer steps, i.e. ``max(10, ceil(500 / steps_per_epoch))``; data sets with at
+        least 50 batches per epoch keep exactly 10. A ``ConvergenceWarning`` says when a
+        stage's training loss was still falling steeply at its end.
     pretrain_epochs : int or "auto", default="auto"
         Plain cross-entropy epochs before outlier exposure. ``"auto"``: 10 for a fresh
-        built-in or factory backbone fitted with labels, 0 otherwise (a module is assumed
-        pretrained; without labels there is nothing to pretrain on).
+        built-in or factory backbone fitted with labels, with the same small-data floor of
+        500 optimizer steps as ``epochs``; 0 otherwise (a module is assumed pretrained;
+        without labels there is nothing to pretrain on).
     batch_size : int, default=128
         ID samples per step (also the scoring batch size, at least 256).
     outlier_batch_size : int or None, default=None
@@ -348,7 +362,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "loss": [StrOptions({"energy", "softmax"})],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "outlier_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
@@ -381,7 +395,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
-                 attack_fraction=1.0, loss="energy", epochs=10, pretrain_epochs="auto",
+                 attack_fraction=1.0, loss="energy", epochs="auto", pretrain_epochs="auto",
                  batch_size=128, outlier_batch_size=None, lr=1e-3, optimizer="adam", lam="auto",
                  m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
                  validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
@@ -631,14 +645,17 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
         y_tr = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
 
+        world = _distributed.world_size() if self.distributed_ else 1
+        floor = math.ceil(AUTO_MIN_STEPS / _training.steps_per_epoch(
+            len(train_X), int(self.batch_size), world))  # small data: enough steps
         pre = self.pretrain_epochs
         if pre == "auto":
             built = not isinstance(self.backbone, torch.nn.Module)  # fresh unless resuming
-            pre = AUTO_PRETRAIN_EPOCHS if (built and y_tr is not None) else 0
+            pre = max(AUTO_PRETRAIN_EPOCHS, floor) if (built and y_tr is not None) else 0
         if pre and y_tr is None:
             warnings.warn("pretrain_epochs > 0 ignored: pretraining needs class labels.", UserWarning)
             pre = 0
-        n_ft = self.epochs
+        n_ft = max(AUTO_EPOCHS, floor) if self.epochs == "auto" else self.epochs
         if resuming:  # totals, like sklearn's warm_start: run only the epochs not done yet
             pre = max(0, pre - sum(r["stage"] == "pretrain" for r in self.history_))
             n_ft = max(0, n_ft - sum(r["stage"] == "finetune" for r in self.history_))
@@ -1023,6 +1040,13 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ce", "energy_in", "energy_out")})
                 if self.checkpoint_dir is not None and _distributed.is_main_process():
                     self._checkpoint()
+            losses = [r["loss"] for r in self.history_ if r["stage"] == stage]
+            if _training.still_falling(losses[done:]):
+                warnings.warn(
+                    f"{stage}: the training loss was still falling steeply in the last "
+                    f"{max(1, epochs // 5)} of {epochs} epochs (see history_); training has not "
+                    f"converged. Increase `{'pretrain_epochs' if stage == 'pretrain' else 'epochs'}`"
+                    " or `lr`.", ConvergenceWarning)
         finally:
             if bar is not None:
                 bar.close()

@@ -3,9 +3,9 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from aoe_detect.outliers import (ArrayOutliers, GaussianNoise, GeneratorOutliers, LowDensityGMM,
-                                 Mixture, PermutedID, SmoothNoise, UniformNoise, default_outliers,
-                                 resolve_outliers)
+from aoe_detect.outliers import (ArrayOutliers, CorruptedID, GaussianNoise, GeneratorOutliers,
+                                 LowDensityGMM, Mixture, PermutedID, RejectedLowDensity, ShellNoise,
+                                 SmoothNoise, UniformNoise, default_outliers, resolve_outliers)
 
 IMG = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
 TAB = torch.randn(128, 5, generator=torch.Generator().manual_seed(0)) * torch.tensor([1, 2, 3, 4, 5.0])
@@ -108,7 +108,7 @@ def test_default_outliers_families():
     img = dict(default_outliers((1, 28, 28)).sources)
     tab = dict(default_outliers((10,)).sources)
     assert set(img) == {"uniform", "smooth", "lowdensity", "permuted"}
-    assert set(tab) == {"uniform", "gaussian", "lowdensity", "permuted"}
+    assert set(tab) == {"shell", "corrupted"}
 
 
 def test_resolve_outliers():
@@ -119,3 +119,33 @@ def test_resolve_outliers():
         resolve_outliers("biggan", (3,))
     with pytest.raises(TypeError):
         resolve_outliers(3.0, (3,))
+
+
+@pytest.mark.parametrize("make", [lambda: ShellNoise(), lambda: CorruptedID(),
+                                  lambda: RejectedLowDensity(),
+                                  lambda: ShellNoise(radii=(0.05,), max_rounds=1)],
+                         ids=["shell", "corrupted", "lowdensity_rejected", "shell-fallback"])
+def test_off_support_sources_stay_outside_the_id_support(make):
+    """Issue 9: every tabular sample is farther from every ID row than the ID rows' 95%
+    nearest-neighbour radius (standardised units), deterministically per generator."""
+    rng = np.random.RandomState(0)
+    base = rng.randn(300, 3)
+    X = torch.as_tensor(np.c_[base, base @ rng.randn(3, 3) + 0.1 * rng.randn(300, 3)],
+                        dtype=torch.float32)  # 6 correlated features
+    src = make().fit(X, gen())
+    a, b = src.sample(500, gen()), src.sample(500, gen())
+    assert a.shape == (500, 6) and a.dtype == torch.float32 and torch.equal(a, b)
+    z = (a.double() - src.mean_) / src.std_
+    d = torch.cdist(z.float(), src.pool_z_).min(1).values
+    assert float(d.min()) > src.radius_ > 0
+    # the ID rows themselves: 95% have a neighbour within the radius
+    dz = torch.cdist(src.pool_z_, src.pool_z_)
+    dz.fill_diagonal_(float("inf"))
+    assert float((dz.min(1).values <= src.radius_).float().mean()) == pytest.approx(0.95, abs=0.01)
+
+
+def test_off_support_parameter_errors():
+    with pytest.raises(ValueError, match="radii"):
+        ShellNoise(radii=(0.0,)).fit(TAB, gen())
+    with pytest.raises(ValueError, match="shift"):
+        CorruptedID(shift=(3.0, 1.0)).fit(TAB, gen())
