@@ -16,6 +16,7 @@ Not part of the stable API.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import numbers
 import re
@@ -23,6 +24,7 @@ import warnings
 
 import numpy as np
 import torch
+from . import persistence
 from ._compat import Interval, make_constraint
 from .attacks import ATTACKS
 from .outliers import OUTLIER_SOURCES, ArrayOutliers, GeneratorOutliers, Mixture
@@ -262,4 +264,39 @@ def numpy_scalar_params(estimator_cls, defaults):
                                                                            else 1))
         out[name] = np.int64(v) if iv.type is numbers.Integral else np.float64(v)
     return out
+
+
+# ------------------------------------------------------- shared fixtures and file edits
+#: Tiny, fast detector settings used by the reliability tests and the fault-injection script.
+TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
+            outliers="uniform")
+
+
+def tiny_blobs():
+    """``(X, Y, PROBE)``: two 2-D Gaussian blobs (80 labelled rows) and 20 probe rows (10 ID,
+    10 far away), deterministic."""
+    rng = np.random.RandomState(0)
+    X = np.r_[rng.normal(0, 1, (40, 2)) + [3, 0], rng.normal(0, 1, (40, 2)) - [3, 0]]
+    Y = np.r_[np.zeros(40, int), np.ones(40, int)]
+    probe = np.r_[X[:10], np.random.RandomState(5).uniform(-30, 30, (10, 2))]
+    return X, Y, probe
+
+
+def tamper(path, edit, recompute=True):
+    """Apply ``edit(payload)`` to a saved ``.aoe`` file, optionally with a valid checksum
+    (an attacker who knows the format)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    edit(payload)
+    if recompute:
+        payload["sha256"] = persistence._digest(payload)
+    torch.save(payload, path)
+
+
+def set_json(field, key, value):
+    """An edit for :func:`tamper`: set ``key`` of the JSON text in ``payload[field]``."""
+    def edit(p):
+        d = json.loads(p[field])
+        d[key] = value
+        p[field] = json.dumps(d)
+    return edit
 

@@ -47,17 +47,12 @@ from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWar
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import CalibrationWarning
 from aoe_detect.outliers import UniformNoise
-from aoe_detect.testing import (changed, check_bad_param, constraint_cases, describe_change,
-                                expected_results, snapshot)
+from aoe_detect.testing import (TINY, changed, check_bad_param, constraint_cases,
+                                describe_change, expected_results, set_json, snapshot, tamper,
+                                tiny_blobs)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
-            outliers="uniform")
-
-rng = np.random.RandomState(0)
-X = np.r_[rng.normal(0, 1, (40, 2)) + [3, 0], rng.normal(0, 1, (40, 2)) - [3, 0]]
-Y = np.r_[np.zeros(40, int), np.ones(40, int)]
-PROBE = np.r_[X[:10], np.random.RandomState(5).uniform(-30, 30, (10, 2))]
+X, Y, PROBE = tiny_blobs()
 _ir = np.random.RandomState(1)
 XI = np.r_[_ir.rand(16, 1, 8, 8) * 0.5, _ir.rand(16, 1, 8, 8) * 0.5 + 0.5]
 YI = np.r_[np.zeros(16, int), np.ones(16, int)]
@@ -582,36 +577,22 @@ def constraint_battery_cases(fitted):
                not problems, lost, "; ".join(problems)[:160] or "ok")
 
 
-def _tamper(path, edit, recompute=True):
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    edit(payload)
-    if recompute:
-        payload["sha256"] = persistence._digest(payload)
-    torch.save(payload, path)
-
-
-def _set_json(field, key, value):
-    def edit(p):
-        d = json.loads(p[field])
-        d[key] = value
-        p[field] = json.dumps(d)
-    return edit
 
 
 TAMPER = [
     ("sha256 deleted", lambda p: p.pop("sha256"), False, r"no checksum"),
-    ("offset_ NaN", _set_json("fitted", "offset_", float("nan")), True, r"`offset_`"),
-    ("offset_ a string", _set_json("fitted", "offset_", "x"), True, r"`offset_`"),
-    ("contamination 7", _set_json("params", "contamination", 7), True, r"'contamination'"),
-    ("batch_size -3", _set_json("params", "batch_size", -3), True, r"'batch_size'"),
-    ("temperature 1e-40", _set_json("params", "temperature", 1e-40), True, r"'temperature'"),
-    ("m_out below m_in", _set_json("fitted", "m_out_", -1e9), True, r"`m_out_`"),
-    ("input_shape_ negative", _set_json("fitted", "input_shape_", [-2]), True, r"`input_shape_`"),
-    ("input_range_ reversed", _set_json("fitted", "input_range_", [1.0, 0.0]), True, r"`input_range_`"),
-    ("epsilon_ wrong length", _set_json("fitted", "epsilon_", [0.1]), True, r"`epsilon_`"),
-    ("classes_ duplicated", _set_json("fitted", "classes_", [0, 0]), True, r"`classes_`"),
-    ("backbone name unknown", _set_json("backbone", "name", "vgg"), True, r"`backbone`"),
-    ("attack param invalid", _set_json("params", "attack", "cw"), True, r"'attack'"),
+    ("offset_ NaN", set_json("fitted", "offset_", float("nan")), True, r"`offset_`"),
+    ("offset_ a string", set_json("fitted", "offset_", "x"), True, r"`offset_`"),
+    ("contamination 7", set_json("params", "contamination", 7), True, r"'contamination'"),
+    ("batch_size -3", set_json("params", "batch_size", -3), True, r"'batch_size'"),
+    ("temperature 1e-40", set_json("params", "temperature", 1e-40), True, r"'temperature'"),
+    ("m_out below m_in", set_json("fitted", "m_out_", -1e9), True, r"`m_out_`"),
+    ("input_shape_ negative", set_json("fitted", "input_shape_", [-2]), True, r"`input_shape_`"),
+    ("input_range_ reversed", set_json("fitted", "input_range_", [1.0, 0.0]), True, r"`input_range_`"),
+    ("epsilon_ wrong length", set_json("fitted", "epsilon_", [0.1]), True, r"`epsilon_`"),
+    ("classes_ duplicated", set_json("fitted", "classes_", [0, 0]), True, r"`classes_`"),
+    ("backbone name unknown", set_json("backbone", "name", "vgg"), True, r"`backbone`"),
+    ("attack param invalid", set_json("params", "attack", "cw"), True, r"'attack'"),
     ("weights NaN", lambda p: p["state_dict"].update(
         {k: v * float("nan") for k, v in list(p["state_dict"].items())[:1]}), True, r"`state_dict\."),
     ("validation scores NaN", lambda p: p.update(
@@ -623,7 +604,7 @@ def tamper_cases(fitted):
     with tempfile.TemporaryDirectory() as tmp:
         for name, edit, recompute, pattern in TAMPER:
             path = fitted.save(os.path.join(tmp, "t.aoe"))
-            _tamper(path, edit, recompute)
+            tamper(path, edit, recompute)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")

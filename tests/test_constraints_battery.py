@@ -18,15 +18,11 @@ import pytest
 
 from aoe_detect import AOEDetector
 from aoe_detect._compat import make_constraint
-from aoe_detect.testing import (bad_values, check_bad_param, constraint_cases, expected_results,
+from aoe_detect.testing import (TINY, bad_values, check_bad_param, constraint_cases,
+                                expected_results, tiny_blobs,
                                 nested_classes, numpy_scalar_params)
 
-TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
-            outliers="uniform")
-_rng = np.random.RandomState(0)
-X = np.r_[_rng.normal(0, 1, (40, 2)) + [3, 0], _rng.normal(0, 1, (40, 2)) - [3, 0]]
-Y = np.r_[np.zeros(40, int), np.ones(40, int)]
-PROBE = np.r_[X[:10], np.random.RandomState(5).uniform(-30, 30, (10, 2))]
+X, Y, PROBE = tiny_blobs()
 
 CASES = defaultdict(list)
 for _owner, _name, _value, _settings in constraint_cases(AOEDetector):

@@ -18,14 +18,9 @@ from aoe_detect._state import CalibrationWarning, conformal_offset, keep_classes
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import NoClassesError
 from aoe_detect.outliers import UniformNoise
-from aoe_detect.testing import describe_change, snapshot
+from aoe_detect.testing import TINY, describe_change, set_json, snapshot, tamper, tiny_blobs
 
-TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
-            outliers="uniform")
-_rng = np.random.RandomState(0)
-X = np.r_[_rng.normal(0, 1, (40, 2)) + [3, 0], _rng.normal(0, 1, (40, 2)) - [3, 0]]
-Y = np.r_[np.zeros(40, int), np.ones(40, int)]
-PROBE = np.r_[X[:10], np.random.RandomState(5).uniform(-30, 30, (10, 2))]
+X, Y, PROBE = tiny_blobs()
 
 
 def quiet(fn, *a, **k):
@@ -182,36 +177,22 @@ def test_interrupt_before_any_training_restores_and_reraises(fitted, monkeypatch
 
 
 # ------------------------------------------------------------- 3. saved files
-def _tamper(path, edit, recompute=True):
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    edit(payload)
-    if recompute:
-        payload["sha256"] = persistence._digest(payload)
-    torch.save(payload, path)
-
-
-def _set_json(field, key, value):
-    def edit(p):
-        d = json.loads(p[field])
-        d[key] = value
-        p[field] = json.dumps(d)
-    return edit
 
 
 @pytest.mark.parametrize("edit, match", [
     (lambda p: p.pop("sha256"), r"no checksum \(`sha256`"),
-    (_set_json("fitted", "offset_", float("nan")), r"invalid `offset_`"),
-    (_set_json("fitted", "offset_", "0.1"), r"invalid `offset_`"),
-    (_set_json("params", "contamination", 7), r"'contamination' parameter"),
-    (_set_json("params", "batch_size", -3), r"'batch_size' parameter"),
-    (_set_json("params", "temperature", 1e-40), r"'temperature' parameter"),
-    (_set_json("params", "m_out", -2e4), r"'m_out' parameter"),
-    (_set_json("fitted", "m_in_", float("inf")), r"invalid `m_in_`"),
-    (_set_json("fitted", "input_shape_", [-2]), r"invalid `input_shape_`"),
-    (_set_json("fitted", "input_range_", [1.0, 0.0]), r"invalid `input_range_`"),
-    (_set_json("fitted", "epsilon_", [0.1]), r"invalid `epsilon_`"),
-    (_set_json("fitted", "classes_", [0, 0]), r"invalid `classes_`"),
-    (_set_json("backbone", "name", "vgg"), r"invalid `backbone`"),
+    (set_json("fitted", "offset_", float("nan")), r"invalid `offset_`"),
+    (set_json("fitted", "offset_", "0.1"), r"invalid `offset_`"),
+    (set_json("params", "contamination", 7), r"'contamination' parameter"),
+    (set_json("params", "batch_size", -3), r"'batch_size' parameter"),
+    (set_json("params", "temperature", 1e-40), r"'temperature' parameter"),
+    (set_json("params", "m_out", -2e4), r"'m_out' parameter"),
+    (set_json("fitted", "m_in_", float("inf")), r"invalid `m_in_`"),
+    (set_json("fitted", "input_shape_", [-2]), r"invalid `input_shape_`"),
+    (set_json("fitted", "input_range_", [1.0, 0.0]), r"invalid `input_range_`"),
+    (set_json("fitted", "epsilon_", [0.1]), r"invalid `epsilon_`"),
+    (set_json("fitted", "classes_", [0, 0]), r"invalid `classes_`"),
+    (set_json("backbone", "name", "vgg"), r"invalid `backbone`"),
     (lambda p: p["state_dict"].__setitem__(next(iter(p["state_dict"])),
                                            p["state_dict"][next(iter(p["state_dict"]))] * np.nan),
      r"invalid `state_dict\..*non-finite"),
@@ -222,7 +203,7 @@ def _set_json(field, key, value):
         "epsilon-length", "classes-dup", "backbone-name", "weights-nan", "val-scores-nan"])
 def test_tampered_file_with_recomputed_checksum_refused(fitted, tmp_path, edit, match):
     path = fitted.save(tmp_path / "d.aoe")
-    _tamper(path, edit, recompute="no checksum" not in match)
+    tamper(path, edit, recompute="no checksum" not in match)
     with pytest.raises(ValueError, match=match):
         quiet(AOEDetector.load, path)
 
