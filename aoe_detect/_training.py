@@ -20,15 +20,18 @@ import time
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from . import distributed
 from ._torch_utils import index_batches, steps_per_epoch, to_device
 from .data import TrainBatches
 from .exceptions import NonFiniteLossError  # re-exported: its former home
 from .losses import energy
+from .outliers import Mixture
 
 __all__ = ["index_batches", "steps_per_epoch", "train_epoch", "batched_outputs", "OutlierFeed",
-           "stage_options", "amp_dtype", "compiled", "NonFiniteLossError", "CUDA_CHECK_EVERY"]
+           "stage_options", "amp_dtype", "compiled", "NonFiniteLossError", "CUDA_CHECK_EVERY",
+           "validation_row", "still_falling"]
 
 #: On CUDA the loss is checked for NaN/inf every this many steps (each check makes the host
 #: wait for the GPU); on the CPU, where checking costs nothing, after every step.
@@ -59,6 +62,42 @@ def still_falling(losses, ratio=1.0, min_rel=0.02):
     first = (c[0] - c[1]) / ((l[0] + l[1]) / 2)
     last = (c[3] - c[4]) / ((l[3] + l[4]) / 2)
     return bool(last > 0 and last > ratio * max(first, 0.0) and c[3] - c[4] > min_rel * abs(c[3]) + 1e-6)
+
+
+#: Held-out rows (and synthetic outliers per family) scored after every epoch for ``history_``.
+VALIDATION_ROWS = 512
+
+
+def validation_row(model, X_val, y_val, source, *, temperature, device, seed=0):
+    """Per-epoch validation numbers that need no real OOD data (for ``history_``).
+
+    ``val_energy_id``: mean energy of (at most :data:`VALIDATION_ROWS`) held-out ID rows;
+    ``val_accuracy``: their accuracy when labelled (``y_val`` class indices);
+    ``val_auroc_<family>``: AUROC of ``-E(x)`` between those rows and as many fresh samples of
+    each outlier family (each component of a :class:`~aoe_detect.outliers.Mixture`, else
+    ``outliers``), drawn with a generator of their own (``seed``), so training's random
+    stream is untouched. Eval mode, no gradients; the model's mode is restored.
+    """
+    Xv = X_val[:VALIDATION_ROWS]
+    logits = batched_outputs(model, Xv, lambda t: t, batch_size=256, device=device)
+    e_id = energy(logits, temperature).double().numpy()
+    row = {"val_energy_id": float(e_id.mean())}
+    if y_val is not None:
+        row["val_accuracy"] = float((logits.argmax(1).numpy() == y_val[:len(Xv)]).mean())
+    if source is None or len(Xv) < 2:
+        return row
+    if isinstance(source, Mixture) and hasattr(source, "sources_"):
+        families = list(zip([name for name, _ in source._named()], source.sources_))
+    else:
+        families = [("outliers", source)]
+    gen = torch.Generator().manual_seed(int(seed))
+    for name, src in families:
+        xo = src.sample(len(Xv), gen)
+        e_out = energy(batched_outputs(model, xo.float(), lambda t: t, batch_size=256,
+                                       device=device), temperature).double().numpy()
+        y = np.r_[np.ones(len(e_id)), np.zeros(len(e_out))]
+        row[f"val_auroc_{name}"] = float(roc_auc_score(y, -np.r_[e_id, e_out]))
+    return row
 
 
 def amp_dtype(amp, device):

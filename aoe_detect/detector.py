@@ -214,7 +214,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds every random choice through local generators; global RNGs are never touched.
     verbose : int, default=0
-        >0 shows a tqdm progress bar per epoch with the loss parts.
+        >0 shows a tqdm progress bar per epoch with the loss parts; >=2 adds the held-out
+        validation numbers of ``history_``.
     warm_start : bool, default=False
         Continue training the fitted ``module_`` or, on an unfitted detector, the
         checkpoint in ``checkpoint_dir``, instead of starting over. Like scikit-learn's
@@ -305,7 +306,10 @@ class AOEDetector(OutlierMixin, BaseEstimator):
     history_ : list of dict
         One row per epoch: ``stage`` ("pretrain"/"finetune"), ``epoch``, ``loss``, ``ce``,
         ``energy_in``, ``energy_out``, ``mean_energy_id``, ``mean_energy_outlier``,
-        ``seconds``.
+        ``seconds``, and held-out validation numbers (no real OOD data needed):
+        ``val_energy_id``, ``val_accuracy`` (labelled fits) and ``val_auroc_<family>`` per
+        outlier family (see :func:`aoe_detect._training.validation_row`);
+        :func:`aoe_detect.plots.plot_history` draws them, ``verbose=2`` shows them.
     scorer_ : torch.nn.Module
         The fitted score of ``ood_score`` (:mod:`aoe_detect.scores`): its buffers hold the
         feature statistics (class means and precision, or the k-NN feature bank, and the
@@ -629,7 +633,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.input_shape_ = shape
         self.input_range_ = data["input_range"]
         self.device_ = device
-        tr_idx, X_tr, X_val, train_X = self._split_validation(X, labels, rng)
+        tr_idx, val_idx, X_tr, X_val, train_X = self._split_validation(X, labels, rng)
 
         if self.warm_start and not hasattr(self, "module_"):
             self._resume_from_checkpoint(labels, tr_idx, device)
@@ -674,7 +678,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         # ``progress["kept"]``: (weights, len(history_)) of the last completed epoch (the
         # initial weights once training started); a KeyboardInterrupt anywhere after that
         # point keeps them and still computes the threshold.
-        progress = {"kept": None, "where": "fit"}
+        progress = {"kept": None, "where": "fit",
+                    "val": self._validation_probe(X_val, val_idx, labels)}
         interrupted = False
         try:
             stopped = self._run_stage("pretrain", pre, train_X, y_tr, CrossEntropyOnly(), None, None,
@@ -718,10 +723,28 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self._fit_scorer(X_tr, y_tr, X_val, train_X, gen)
         self.validation_scores_ = self._validation_scores(X_val)
 
+    def _validation_probe(self, X_val, val_idx, labels):
+        """``(rows, class indices or None)``: at most ``VALIDATION_ROWS`` held-out rows for the
+        per-epoch numbers in ``history_``; None when nothing is held out."""
+        n = min(len(val_idx), _training.VALIDATION_ROWS)
+        if n < 2:
+            return None
+        if isinstance(X_val, _data.DatasetView):
+            Xv = X_val.view(np.arange(n)).to_tensor(int(self.num_workers))
+        else:
+            Xv = X_val[:n]
+        yv = None
+        if labels is not None and hasattr(self, "classes_"):
+            lab = np.asarray(labels)[val_idx[:n]]
+            known = np.isin(lab, self.classes_)
+            yv = np.where(known, np.searchsorted(self.classes_, lab).clip(0, len(self.classes_) - 1), -1)
+        return Xv, yv
+
     def _split_validation(self, X, labels, rng):
         """Hold out ID validation rows for the threshold (every class keeps a training row).
 
-        Returns ``(tr_idx, X_tr, X_val, train_X)``: the training row positions, the training
+        Returns ``(tr_idx, val_idx, X_tr, X_val, train_X)``: the training and held-out row
+        positions, the training
         rows as a tensor (a bounded subset when ``X`` is a streamed Dataset view), the
         validation rows (the training rows when none are held out) and what the training
         loop iterates over (``X_tr`` itself, or the view of every training row)."""
@@ -740,7 +763,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             X_tr = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
             X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if n_val else X_tr
             train_X = X_tr
-        return tr_idx, X_tr, X_val, train_X
+        return tr_idx, val_idx, X_tr, X_val, train_X
 
     def _validation_scores(self, X_val):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
@@ -1033,11 +1056,19 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                     _warn_non_finite(stage, epoch, exc)
                     return True
                 row = {"stage": stage, "epoch": epoch + 1, **row}
+                if progress.get("val") is not None:  # held-out numbers, no real OOD data
+                    Xv, yv = progress["val"]
+                    row.update(_training.validation_row(
+                        self.module_, Xv, yv, source, temperature=self.temperature,
+                        device=device, seed=len(self.history_)))
                 self.history_.append(row)
                 progress["kept"] = (copy.deepcopy(module.state_dict()), len(self.history_))
                 progress["where"] = f"{stage} epoch {epoch + 1} (after it completed)"
                 if bar is not None:
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("loss", "ce", "energy_in", "energy_out")})
+                    keys = ["loss", "ce", "energy_in", "energy_out"]
+                    if self.verbose >= 2:  # and the held-out validation numbers
+                        keys += [k for k in row if k.startswith("val_")]
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in keys})
                 if self.checkpoint_dir is not None and _distributed.is_main_process():
                     self._checkpoint()
             losses = [r["loss"] for r in self.history_ if r["stage"] == stage]

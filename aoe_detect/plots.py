@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 __all__ = ["require_matplotlib", "plot_score_histograms", "plot_adversarial",
-           "plot_convergence", "plot_sample_efficiency", "benchmark_plots"]
+           "plot_convergence", "plot_sample_efficiency", "plot_history", "benchmark_plots"]
 
 _INSTALL = "pip install 'aoe-detect[plot]'"
 
@@ -140,6 +140,51 @@ def plot_convergence(curves, path, *, labels=None, title=None):
         ax.set_title(name)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_history(history, path, *, title=None):
+    """A fitted detector's ``history_`` per epoch: training loss parts, and the held-out
+    validation numbers (ID energy, accuracy, synthetic-outlier AUROC per family).
+
+    Parameters
+    ----------
+    history : AOEDetector or list of dict
+        A fitted detector (its ``history_``) or the list itself.
+    path : str
+        PNG file to write.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    rows = list(getattr(history, "history_", history))
+    if not rows:
+        raise ValueError("`history` is empty: fit the detector first (history_ has one row per "
+                         "epoch).")
+    x = np.arange(1, len(rows) + 1)
+    boundary = [i + 0.5 for i in range(1, len(rows)) if rows[i]["stage"] != rows[i - 1]["stage"]]
+    aucs = sorted({k for r in rows for k in r if k.startswith("val_auroc_")})
+    panels = [("training loss", ["loss", "ce", "energy_in", "energy_out"]),
+              ("held-out ID energy", ["val_energy_id", "mean_energy_id"]),
+              ("held-out accuracy", ["val_accuracy"]),
+              ("held-out AUROC vs synthetic outliers", aucs)]
+    panels = [(t, [k for k in keys if any(k in r for r in rows)]) for t, keys in panels]
+    panels = [(t, keys) for t, keys in panels if keys]
+    fig, axes = _new_figure(len(panels))
+    for ax, (name, keys) in zip(axes[0], panels):
+        for k in keys:
+            v = np.array([r.get(k, np.nan) for r in rows], dtype=float)
+            ax.plot(x, v, marker=".", label=k.replace("val_auroc_", ""))
+        for b in boundary:
+            ax.axvline(b, color="grey", lw=0.8, ls="--")  # pretrain | finetune
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
     if title:
         fig.suptitle(title)
     return _save(fig, path)

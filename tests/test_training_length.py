@@ -4,6 +4,7 @@ import math
 import warnings
 
 import numpy as np
+import torch
 import pytest
 from sklearn.datasets import load_wine
 from sklearn.exceptions import ConvergenceWarning
@@ -70,3 +71,43 @@ def test_convergence_warning_short_vs_auto():
     assert not [w for w in rec if issubclass(w.category, ConvergenceWarning)]
     pre = [r["loss"] for r in det.history_ if r["stage"] == "pretrain"]
     assert pre[-1] < 0.05 < pre[0]  # the floor trains the classifier to convergence
+
+
+# ------------------------------------------------------------ validation rows in history_
+def test_history_has_held_out_validation_numbers_per_epoch(tmp_path):
+    from sklearn.datasets import load_digits
+
+    from aoe_detect import AOEDetector
+    from aoe_detect._training import VALIDATION_ROWS, validation_row
+    from aoe_detect.plots import plot_history
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[y < 5][:400], y[y < 5][:400]
+    det = AOEDetector(epochs=2, pretrain_epochs=2, random_state=0, device="cpu").fit(X, y)
+    pre, ft = det.history_[:2], det.history_[2:]
+    families = [name for name, _ in det.outlier_source_._named()]
+    for r in det.history_:
+        assert 0.0 <= r["val_accuracy"] <= 1.0 and np.isfinite(r["val_energy_id"])
+    for r in ft:  # one AUROC per outlier family, during outlier exposure
+        assert {f"val_auroc_{f}" for f in families} <= set(r)
+        assert all(0.0 <= r[f"val_auroc_{f}"] <= 1.0 for f in families)
+    assert not any(k.startswith("val_auroc_") for r in pre for k in r)
+    # the same numbers from the function on the fitted module: accuracy on the held-out rows
+    assert VALIDATION_ROWS >= 2
+    Xv = torch.as_tensor(X[:50], dtype=torch.float32)
+    row = validation_row(det.module_, Xv, y[:50], det.outlier_source_, temperature=1.0,
+                         device=torch.device("cpu"), seed=3)
+    pred = det.predict_class(X[:50])
+    assert row["val_accuracy"] == pytest.approx(np.mean(pred == y[:50]))
+    again = validation_row(det.module_, Xv, y[:50], det.outlier_source_, temperature=1.0,
+                           device=torch.device("cpu"), seed=3)
+    assert row == again  # its own generator: deterministic
+    # label-free: no accuracy; no held-out rows: no validation numbers
+    free = AOEDetector(epochs=1, random_state=0, device="cpu").fit(X)
+    assert "val_accuracy" not in free.history_[-1] and "val_energy_id" in free.history_[-1]
+    none = AOEDetector(epochs=1, pretrain_epochs=1, random_state=0, device="cpu",
+                       validation_fraction=0.0).fit(X, y)
+    assert not any(k.startswith("val_") for k in none.history_[-1])
+    pytest.importorskip("matplotlib")
+    path = plot_history(det, str(tmp_path / "h.png"))
+    assert open(path, "rb").read(4) == b"\x89PNG"
