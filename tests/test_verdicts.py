@@ -27,14 +27,18 @@ def test_verdict_words(yes, total, word):
     assert B._verdict(yes, total) == word
 
 
-def _results(auroc, fpr, adv, seeds=(0, 1, 2)):
-    """Runs for the default source: ``auroc[method]`` etc. are per-seed lists."""
+def _results(auroc, fpr, adv, seeds=(0, 1, 2), per_set=None):
+    """Runs for the default source: ``auroc[method]`` etc. are per-seed lists; the per-set
+    AUROCs equal the average unless ``per_set[method] = {set: value}`` says otherwise."""
+    per_set = per_set or {}
     runs, main = {}, {}
     ek = B._eps_key(0.03)
     for m in auroc:
         key = f"default/{m}"
         main[m] = key
         runs[key] = {"per_seed": {str(s): {"avg": {"auroc": auroc[m][i], "fpr95": fpr[m][i]},
+                                           "ood": {n: {"auroc": per_set.get(m, {}).get(n, auroc[m][i])}
+                                                   for n in ("mnist", "photos")},
                                            "adv": {att: {ek: {"auroc": adv[m][i]}}
                                                    for att in ("fgsm", "pgd")},
                                            "acc": 0.9}
@@ -42,8 +46,8 @@ def _results(auroc, fpr, adv, seeds=(0, 1, 2)):
     return {"runs": runs}, {"main": {"default": main}}
 
 
-def _claims(auroc, fpr, adv):
-    results, items = _results(auroc, fpr, adv)
+def _claims(auroc, fpr, adv, per_set=None):
+    results, items = _results(auroc, fpr, adv, per_set=per_set)
     p = B.get_profile("quick", seeds=(0, 1, 2), items=(1, 2), adv_eps=(0.0, 0.03),
                       adv_sources=("default",))
     return {c["claim"][:3]: c for c in B._conclusions(results, items, p)}
@@ -73,9 +77,18 @@ def test_claims_follow_the_numbers_and_flip_when_they_flip():
     assert all("inconsistent" in e for e in c2["evidence"])
 
 
-def test_claim_one_reports_when_fpr_goes_against_auroc():
+def test_claim_one_needs_fpr_and_every_set_too():
     hi, lo = [0.95, 0.94, 0.96], [0.90, 0.91, 0.92]
     auroc = {m: (hi if m.startswith("aoe") else lo) for m in METHODS}
-    fpr = {m: ([0.3] * 3 if m.startswith("aoe") else [0.2] * 3) for m in METHODS}  # worse
-    c = _claims(auroc, fpr, auroc)["(1)"]
-    assert any(e.startswith("caveat: FPR95 does not follow AUROC") for e in c["evidence"])
+    good = {m: ([0.1] * 3 if m.startswith("aoe") else [0.2] * 3) for m in METHODS}
+    assert _claims(auroc, good, auroc)["(1)"]["verdict"] == "confirmed"
+    # better average AUROC but worse FPR@95: no win
+    bad = {m: ([0.3] * 3 if m.startswith("aoe") else [0.2] * 3) for m in METHODS}
+    c = _claims(auroc, bad, auroc)["(1)"]
+    assert c["verdict"] == "not confirmed"
+    assert all("(worse)" in e for e in c["evidence"] if e.startswith("AOE-FGSM"))
+    # better on average and on FPR@95, but worse on one OOD set: no win, and the set is named
+    per_set = {"aoe_fgsm": {"photos": 0.5}}
+    c = _claims(auroc, good, auroc, per_set=per_set)["(1)"]
+    assert c["verdict"] == "not confirmed"
+    assert any("lower mean AUROC on photos" in e for e in c["evidence"])
