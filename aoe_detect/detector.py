@@ -796,8 +796,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
                 labels = logits.argmax(1).numpy()
             else:
                 labels = None
-            scorer.fit(logits, feats, labels, gen)
-            scorer = scorer.to(self.device_)
+            scorer = scorer.fit(logits, feats, labels, gen).to(self.device_)
             if isinstance(scorer, SumScore):
                 comp = self._apply(X_val, lambda t: t, np.float32,
                                    model=ScoreHead(self.module_, scorer, self.feature_layer,
@@ -807,9 +806,9 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         self.scorer_ = scorer.to(self.device_)
 
     def _probe_widths(self, head, X_tr):
-        """``(n_logits, n_logits + n_features)`` from a forward pass on two rows."""
-        probe = X_tr[:2] if isinstance(X_tr, torch.Tensor) else X_tr.fit_subset(
-            np.random.RandomState(0), num_workers=0)[:2]
+        """``(n_logits, n_logits + n_features)`` from a forward pass on two rows of the
+        training tensor."""
+        probe = X_tr[:2]
         with torch.inference_mode():
             was = self.module_.training
             self.module_.eval()
@@ -828,12 +827,18 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             return self.module_, self.temperature
         return ScoreHead(self.module_, scorer, self.feature_layer), 1.0
 
-    def _chosen_scores(self, X):
-        """Scores of ``ood_score`` (higher = more ID) for a float32 tensor or Dataset view."""
+    def _score_fn(self):
+        """``(fn, model)`` for ``_apply``/``_predict_rows``: ``-E`` of the logits of
+        ``module_`` for the energy score, else the one-column output of a score head."""
         model, _ = self._score_model()
         if model is self.module_:
-            return self._scores_tensor(X)
-        return self._apply(X, lambda s: s[:, 0], np.float64, model=model)
+            return (lambda logits: -energy(logits, self.temperature)), None
+        return (lambda s: s[:, 0]), model
+
+    def _chosen_scores(self, X):
+        """Scores of ``ood_score`` (higher = more ID) for a float32 tensor or Dataset view."""
+        fn, model = self._score_fn()
+        return self._apply(X, fn, np.float64, model=model)
 
     def _resume_from_checkpoint(self, labels, tr_idx, device):
         """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
@@ -1219,11 +1224,8 @@ class AOEDetector(OutlierMixin, BaseEstimator):
             Higher means more in-distribution.
         """
         check_is_fitted(self, "offset_")
-        model, _ = self._score_model()
-        if model is self.module_:
-            return self._predict_rows(X, lambda logits: -energy(logits, self.temperature),
-                                      np.float64)
-        return self._predict_rows(X, lambda s: s[:, 0], np.float64, model=model)
+        fn, model = self._score_fn()
+        return self._predict_rows(X, fn, np.float64, model=model)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for OOD, non-negative for in-distribution.

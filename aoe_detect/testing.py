@@ -300,3 +300,22 @@ def set_json(field, key, value):
         p[field] = json.dumps(d)
     return edit
 
+
+class NoParams(torch.nn.Module):
+    """A "backbone" without parameters (its logits are ``[x, -x]``)."""
+
+    def forward(self, x):
+        return torch.cat([x, -x], 1)
+
+
+class FlatInTrain(torch.nn.Module):
+    """A backbone whose output is 1-D in train mode only (2-D logits in eval mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        out = self.lin(x)
+        return out.flatten() if self.training else out
+

@@ -49,7 +49,7 @@ from aoe_detect.detector import CalibrationWarning
 from aoe_detect.outliers import UniformNoise
 from aoe_detect.testing import (TINY, changed, check_bad_param, constraint_cases,
                                 describe_change, expected_results, set_json, snapshot, tamper,
-                                tiny_blobs)
+                                tiny_blobs, NoParams, FlatInTrain)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 X, Y, PROBE = tiny_blobs()
@@ -481,21 +481,6 @@ def persistence_cases(fitted):
 
 
 # ------------------------------------------------------- issue 11: round two
-class NoParams(nn.Module):
-    def forward(self, x):
-        return torch.cat([x, -x], 1)
-
-
-class FlatInTrain(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(2, 2)
-
-    def forward(self, x):
-        out = self.lin(x)
-        return out.flatten() if self.training else out
-
-
 _LOADER = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(X)), 8)
 
 # (name, params set first, call, regex): each must fail clearly and damage nothing

@@ -18,7 +18,8 @@ from aoe_detect._state import CalibrationWarning, conformal_offset, keep_classes
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import NoClassesError
 from aoe_detect.outliers import UniformNoise
-from aoe_detect.testing import TINY, describe_change, set_json, snapshot, tamper, tiny_blobs
+from aoe_detect.testing import (TINY, FlatInTrain, NoParams, describe_change, set_json, snapshot,
+                                tamper, tiny_blobs)
 
 X, Y, PROBE = tiny_blobs()
 
@@ -307,21 +308,6 @@ def test_numpy_scalar_batch_size_and_gridsearch_with_numpy_grid():
 
 
 # ------------------------------------------------------------ 6. errors from torch
-class NoParams(nn.Module):
-    def forward(self, x):
-        return torch.cat([x, -x], 1)
-
-
-class FlatInTrain(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(2, 2)
-
-    def forward(self, x):
-        out = self.lin(x)
-        return out.flatten() if self.training else out
-
-
 @pytest.mark.parametrize("params, exc, match", [
     ({"device": "meta"}, ValueError, r"`device` must be"),
     ({"backbone": NoParams()}, ValueError, r"`backbone` has no trainable parameters"),

@@ -19,6 +19,7 @@ from torch import nn
 
 from aoe_detect import AOEDetector
 from aoe_detect.distributed import convert_sync_batchnorm, revert_sync_batchnorm
+from test_distributed import make_data  # noqa: F401  (shared data; the DDP worker imports it from here)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -31,14 +32,6 @@ def bn_backbone(n_classes, input_shape):
 
 CONFIG = dict(backbone=bn_backbone, epochs=2, pretrain_epochs=1, batch_size=32, random_state=0,
               device="cpu", distributed="auto", outliers="uniform", attack="fgsm")
-
-
-def make_data():
-    rng = np.random.RandomState(0)
-    X = np.r_[rng.normal(0, 1, (120, 4)) + [3, 0, 0, 0], rng.normal(0, 1, (120, 4)) - [3, 0, 0, 0]]
-    y = np.r_[np.zeros(120, int), np.ones(120, int)]
-    X_test = np.r_[X[:40], rng.uniform(-8, 8, (40, 4))]
-    return X.astype(np.float32), y, X_test.astype(np.float32)
 
 
 @pytest.fixture(scope="module")
