@@ -1,4 +1,4 @@
-"""The paper-suite engine (``aoe_detect.benchmark``) on tiny settings: structure and numbers.
+"""The paper-suite engine (``benchmarks.paper``) on tiny settings: structure and numbers.
 
 One tiny run of all eight items (module-scoped) checks what the report promises: every
 method present, finite metrics in [0, 1], mean ± std over seeds, the conclusions, the files.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from aoe_detect import benchmark as B
+import benchmarks.paper as B
 from aoe_detect.cli import main
 
 TINY = dict(n_train=160, n_test_id=80, n_ood=40, seeds=(0, 1), width=4, pretrain_epochs=1,
