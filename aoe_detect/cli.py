@@ -220,11 +220,14 @@ def build_parser():
                        description=(
                            "Run the AOE paper suite (OOD detection, adversarial OOD detection, ID "
                            "accuracy, convergence, sample efficiency, open questions, outlier "
-                           "ablation, pytorch-ood cross-check) and write JSON, a Markdown report "
-                           "and PNG plots. 'quick' uses the embedded sample only (under 10 "
-                           "minutes on 2 CPU cores); 'full' needs Fashion-MNIST and MNIST "
-                           "(found by aoe_detect.datasets; see --data-root) and takes about an "
-                           "hour. See docs/benchmarks.md."))
+                           "ablation, pytorch-ood cross-check, post-hoc peers) and write JSON, a "
+                           "Markdown report and PNG plots. The suite is not part of the installed "
+                           "package: it lives in the source repository (benchmarks/paper), so run "
+                           "this from a checkout's root (same as `python -m benchmarks.paper`). "
+                           "'quick' uses the embedded sample only (about 10 minutes on 2 CPU "
+                           "cores); 'full' needs Fashion-MNIST and MNIST (found by "
+                           "aoe_detect.datasets; see --data-root) and takes about an hour. See "
+                           "docs/benchmarks.md."))
     b.add_argument("--profile", choices=("quick", "full"), default=None,
                    help="run size (required unless --report-only)")
     b.add_argument("--report-only", default=None, metavar="JSON",
