@@ -331,8 +331,8 @@ def _section_peers(results):
     L = ["## 1b. Post-hoc peers (pytorch-ood)", "",
          "pytorch-ood's post-hoc detectors (MSP, energy, max-logit, Mahalanobis, deep k-NN with "
          "k = 50, ViM) on the features of the cross-entropy pretrained backbone (CE) of each "
-         f"seed, and of the OE and AOE-FGSM backbones of section 1 (runs `{peers['backbones']['oe']}`"
-         f" and `{peers['backbones']['aoe']}`); on the AOE-FGSM backbone also the package's own "
+         "seed, and of the OE and AOE-FGSM backbones of section 1 (runs "
+         f"`{peers['backbones']['oe']}` and `{peers['backbones']['aoe']}`); on the AOE-FGSM backbone also the package's own "
          "`ood_score` options (`aoe_detect.scores`). Same seeds and OOD test sets as above. "
          f"Statistics are fitted on {peers['fit_rows']}. Cells: AUROC / FPR95 (mean ± std over "
          "seeds); the last two columns average over the non-noise sets ("

@@ -170,7 +170,8 @@ def _convergence_chain(p, seed, verbose, module, pre, data, pool, method):
         return float(np.mean([auroc(s_id, det.score_samples(X)) for X in ood.values()]))
 
     if method not in METHOD_ATTACK:
-        raise ValueError(f"convergence needs an OE method ({sorted(METHOD_ATTACK)}), got {method!r}")
+        raise ValueError(f"convergence needs an OE method ({sorted(METHOD_ATTACK)}), "
+                         f"got {method!r}")
     attack = _attack_param(METHOD_ATTACK[method], p.pgd_steps)
     attack = None if attack == "none" else attack
     det = _detector(p, seed, verbose, backbone=module, attack=attack, epochs=1,
