@@ -1,6 +1,11 @@
-"""PNG plots of the benchmark and the demo (matplotlib, an optional dependency).
+"""PNG plots for a fitted detector and the demo (matplotlib, an optional dependency).
 
-matplotlib is imported lazily, inside the functions, and only its object-oriented API is used
+:func:`plot_history` draws a detector's training history, :func:`plot_score_histograms` and
+:func:`plot_roc` its scores on ID and OOD data. The paper suite's figures live with the suite
+in the source repository (``benchmarks/paper/plots.py``).
+
+matplotlib is imported lazily, inside the functions (importing aoe_detect never imports it),
+and only its object-oriented API is used
 (``Figure`` + the Agg canvas): no global pyplot state, no display needed. Without matplotlib
 every function raises :class:`ImportError` with the install command
 (``pip install 'aoe-detect[plot]'``).
@@ -14,16 +19,18 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
-__all__ = ["require_matplotlib", "plot_score_histograms", "plot_adversarial",
-           "plot_convergence", "plot_sample_efficiency", "plot_history", "benchmark_plots"]
+from .metrics import auroc
+
+__all__ = ["require_matplotlib", "plot_score_histograms", "plot_roc", "plot_history"]
 
 _INSTALL = "pip install 'aoe-detect[plot]'"
 
 
 def require_matplotlib():
     """Return ``matplotlib.figure.Figure`` or raise ImportError naming the install command."""
-    try:
+    try:  # matplotlib is optional: imported here, never when aoe_detect is imported
         import matplotlib.backends.backend_agg  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError as exc:
@@ -34,6 +41,7 @@ def require_matplotlib():
 
 def _new_figure(ncols, nrows=1, size=(4.2, 3.2)):
     Figure = require_matplotlib()
+    # the optional dependency, present now (require_matplotlib checked it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
@@ -87,64 +95,6 @@ def plot_score_histograms(scores, path, *, labels=None, ood_labels=None, title=N
     return _save(fig, path)
 
 
-def plot_adversarial(adv, path, *, labels=None, title=None):
-    """Adversarial AUROC vs eps, one panel per attack.
-
-    Parameters
-    ----------
-    adv : dict
-        ``{method: {attack: {eps_str: {"auroc": [mean, std]}}}}``.
-    """
-    labels = labels or {}
-    attacks = list(next(iter(adv.values())).keys())
-    fig, axes = _new_figure(len(attacks))
-    for ax, att in zip(axes[0], attacks):
-        for m, per in adv.items():
-            eps = [float(e) for e in per[att]]
-            mean = np.array([per[att][e]["auroc"][0] for e in per[att]], dtype=float)
-            std = np.array([per[att][e]["auroc"][1] for e in per[att]], dtype=float)
-            ax.errorbar(eps, mean, yerr=std, marker="o", capsize=3, label=labels.get(m, m))
-        ax.set_title(f"{att.upper()} toward low energy")
-        ax.set_xlabel("eps (pixel units)")
-        ax.set_ylabel("avg AUROC over OOD sets")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
-
-
-def plot_convergence(curves, path, *, labels=None, title=None):
-    """AUROC and loss parts vs training iterations.
-
-    Parameters
-    ----------
-    curves : dict
-        ``{method: {"iteration": [...], "auroc": [[mean, std], ...], "ce": ..., "energy_in":
-        ..., "energy_out": ...}}``.
-    """
-    labels = labels or {}
-    keys = [("auroc", "avg AUROC"), ("ce", "cross-entropy"), ("energy_in", "energy_in hinge"),
-            ("energy_out", "energy_out hinge")]
-    fig, axes = _new_figure(len(keys))
-    for ax, (k, name) in zip(axes[0], keys):
-        for m, c in curves.items():
-            it = np.asarray(c["iteration"], dtype=float)
-            vals = np.array([[np.nan, np.nan] if v is None or v[0] is None else v for v in c[k]],
-                            dtype=float)
-            mask = np.isfinite(vals[:, 0])
-            ax.plot(it[mask], vals[mask, 0], marker=".", label=labels.get(m, m))
-            ax.fill_between(it[mask], vals[mask, 0] - vals[mask, 1], vals[mask, 0] + vals[mask, 1],
-                            alpha=0.2)
-        ax.set_xlabel("training iterations")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
-
-
 def plot_history(history, path, *, title=None):
     """A fitted detector's ``history_`` per epoch: training loss parts, and the held-out
     validation numbers (ID energy, accuracy, synthetic-outlier AUROC per family).
@@ -190,73 +140,48 @@ def plot_history(history, path, *, title=None):
     return _save(fig, path)
 
 
-def plot_sample_efficiency(se, path, *, labels=None, title=None):
-    """Avg AUROC vs number of training outliers (log x axis).
+def plot_roc(scores_id, scores_ood, path, *, title=None):
+    """ROC curves of ID vs OOD scores (in-distribution is the positive class).
 
     Parameters
     ----------
-    se : dict
-        ``{method: {n_str: {"auroc": [mean, std]}}}``.
-    """
-    labels = labels or {}
-    fig, axes = _new_figure(1)
-    ax = axes[0][0]
-    for m, per in se.items():
-        ns = [int(n) for n in per]
-        mean = [per[n]["auroc"][0] for n in per]
-        std = [per[n]["auroc"][1] for n in per]
-        ax.errorbar(ns, mean, yerr=std, marker="o", capsize=3, label=labels.get(m, m))
-    ax.set_xscale("log")
-    ax.set_xlabel("number of training outliers")
-    ax.set_ylabel("avg AUROC over OOD sets")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
-
-
-def benchmark_plots(results, out_dir, stem):
-    """All plots of a :func:`aoe_detect.benchmark.run_benchmark` result.
+    scores_id : array-like
+        Scores of in-distribution inputs (``score_samples``: higher = more ID).
+    scores_ood : array-like or dict
+        Scores of OOD inputs, or ``{set_name: scores}`` for one curve per set.
+    path : str
+        PNG file to write.
+    title : str, optional
 
     Returns
     -------
-    dict
-        ``{"hist", "adv", "convergence", "sample"}`` -> paths of the files written (only the
-        items that ran).
+    str
+        ``path``.
     """
-    from .benchmark import METHODS, OOD_LABELS, SOURCE_LABELS
+    s_id = np.asarray(scores_id, dtype=float).ravel()
+    sets = scores_ood if isinstance(scores_ood, dict) else {"OOD": scores_ood}
+    fig, axes = _new_figure(1, size=(4.2, 4.0))
+    ax = axes[0][0]
+    for name, s in sets.items():
+        s = np.asarray(s, dtype=float).ravel()
+        fpr, tpr, _ = roc_curve(np.r_[np.ones(len(s_id)), np.zeros(len(s))], np.r_[s_id, s])
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc(s_id, s):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("OOD accepted (false-positive rate)")
+    ax.set_ylabel("ID accepted (true-positive rate)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
 
-    require_matplotlib()
-    labels = {m: v[0] for m, v in METHODS.items()}
-    items = results["items"]
-    plan = results.get("plan", {})
-    out = {}
-    seed0 = results["profile"]["seeds"][0]
-    scores = results.get("_scores") or {}
-    main = plan.get("main", {})
-    if scores and main:
-        src = "default" if "default" in main else next(iter(main))
-        sc = {m: scores[k] for m, k in main[src].items() if k in scores}
-        if sc:
-            out["hist"] = plot_score_histograms(
-                sc, os.path.join(out_dir, f"{stem}_histograms.png"), labels=labels,
-                ood_labels=OOD_LABELS,
-                title=f"Score histograms, seed {seed0}, outliers: {SOURCE_LABELS[src]}")
-    if "2" in items:
-        for src, meth in items["2"].items():
-            adv = {m: r["adv"] for m, r in meth.items()}
-            out["adv"] = plot_adversarial(
-                adv, os.path.join(out_dir, f"{stem}_adversarial.png"), labels=labels,
-                title=f"Adversarial OOD detection (outliers: {SOURCE_LABELS[src]})")
-            break
-    if "4" in items:
-        out["convergence"] = plot_convergence(
-            items["4"], os.path.join(out_dir, f"{stem}_convergence.png"), labels=labels,
-            title="Fine-tuning convergence (mean ± std over seeds)")
-    if "5" in items:
-        se = {m: v for m, v in items["5"].items() if m != "source"}
-        out["sample"] = plot_sample_efficiency(
-            se, os.path.join(out_dir, f"{stem}_sample_efficiency.png"), labels=labels,
-            title=f"Sample efficiency ({SOURCE_LABELS[items['5']['source']]})")
-    return out
+
+_MOVED = ("plot_adversarial", "plot_convergence", "plot_sample_efficiency", "benchmark_plots")
+
+
+def __getattr__(name):
+    if name in _MOVED:
+        raise AttributeError(
+            f"aoe_detect.plots.{name} moved with the paper benchmark out of the package: it is "
+            f"benchmarks.paper.plots.{name} in the source repository (benchmarks/paper/).")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,8 @@ Protocol (written before any result was seen):
   of PGD-10 (eps 0.03) against each detector's own score on the MNIST images.
 
 Run: ``python benchmarks/scores_study.py --seeds 3 --data-root /tmp/aoe_data``
-(needs pytorch-ood: ``pip install -e ".[bench]"``). Writes ``benchmarks/results/scores_study.{json,md}``.
+(needs pytorch-ood: ``pip install -e ".[bench]"``). The peers and the feature extraction are
+shared with the paper suite (``benchmarks/paper/peers.py``). Writes ``benchmarks/results/scores_study.{json,md}``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 
-from aoe_detect import AOEDetector
-from aoe_detect import datasets as ds
-from aoe_detect.attacks import PGD
-from aoe_detect.metrics import ood_report
-from aoe_detect.scores import SCORES, LogitsAndFeatures, ScoreHead, SumScore, build_scorer
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect import datasets as ds  # noqa: E402
+from aoe_detect.attacks import PGD  # noqa: E402
+from aoe_detect.metrics import ood_report  # noqa: E402
+from aoe_detect.scores import SCORES, ScoreHead  # noqa: E402
+from benchmarks.paper.peers import PEERS  # noqa: E402,F401  (shared with the paper suite)
+from benchmarks.paper.peers import features as _features  # noqa: E402
+from benchmarks.paper.peers import metrics as _metrics  # noqa: E402
+from benchmarks.paper.peers import own_scores as _own_scores  # noqa: E402
+from benchmarks.paper.peers import peer_scores as _peer_scores  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-PEERS = ("msp", "energy", "maxlogit", "mahalanobis", "knn", "vim")
 
 
 def _stratified(y, n, seed):
@@ -55,60 +63,6 @@ def _stratified(y, n, seed):
 
 def _img(x):
     return torch.from_numpy(x.astype(np.float32) / 255.0)[:, None]
-
-
-def _features(module, X, batch=512):
-    head = LogitsAndFeatures(module).eval()
-    outs = []
-    with torch.inference_mode():
-        for i in range(0, len(X), batch):
-            outs.append(head(X[i:i + batch]))
-    out = torch.cat(outs)
-    k = out.shape[1] - head._layer_width
-    return out[:, :k], out[:, k:]
-
-
-def _own_scores(module, train, val, evals, y_train, gen):
-    """Every aoe_detect score: fitted on train features, sums standardised on val."""
-    lt, ft = train
-    res = {}
-    for name in SCORES:
-        sc = build_scorer(name)
-        sc.fit(lt, ft, y_train, gen)
-        if isinstance(sc, SumScore):
-            sc.fit_normalisation(sc.components(*val))
-        with torch.inference_mode():
-            res[name] = {k: sc(l, f).double().numpy() for k, (l, f) in evals.items()}
-        res[name]["_scorer"] = sc
-    return res
-
-
-def _peer_scores(module, train, evals, y_train):
-    import pytorch_ood.detector as pd
-
-    lt, ft = train
-    fc = [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
-    maha = pd.Mahalanobis(None).fit_features(ft, torch.as_tensor(y_train))
-    knn = pd.KNN(None, k=50).fit_features(ft, torch.as_tensor(y_train))
-    vim = pd.ViM(None, d=min(64, ft.shape[1] // 2), w=fc.weight, b=fc.bias)
-    vim.fit_features(ft, torch.as_tensor(y_train))
-    res = {p: {} for p in PEERS}
-    for k, (l, f) in evals.items():  # pytorch-ood scores are outlier scores: negate
-        res["msp"][k] = -pd.MaxSoftmax.score(l).double().numpy()
-        res["energy"][k] = -pd.EnergyBased.score(l).double().numpy()
-        res["maxlogit"][k] = -pd.MaxLogit.score(l).double().numpy()
-        res["mahalanobis"][k] = -maha.predict_features(f).double().numpy()
-        res["knn"][k] = -np.asarray(knn.predict_features(f), dtype=np.float64)
-        res["vim"][k] = -vim.predict_features(f).double().numpy()
-    return res
-
-
-def _metrics(scores, ood_names):
-    out = {}
-    for o in ood_names:
-        r = ood_report(scores["id"], scores[o])
-        out[o] = {"auroc": float(r["auroc"]), "fpr95": float(r["fpr95"])}
-    return out
 
 
 def _adversarial(module, scorer, X_ood, X_id_scores, eps):

@@ -67,7 +67,7 @@ API_MODULES = [
     ("aoe_detect.persistence", "Persistence"),
     ("aoe_detect.distributed", "Distributed training"),
     ("aoe_detect.plots", "Plots"),
-    ("aoe_detect.benchmark", "Paper benchmark"),
+    ("aoe_detect.demo", "Demo"),
     ("aoe_detect.cli", "Command line"),
 ]
 

@@ -27,7 +27,7 @@ PUBLIC_MODULES = [
     "aoe_detect.exceptions",
     "aoe_detect.data",
     "aoe_detect.distributed",
-    "aoe_detect.benchmark",
+    "aoe_detect.demo",
     "aoe_detect.plots",
     "aoe_detect.cli",
 ]

@@ -183,3 +183,134 @@ def test_pixels_to_unit_matches_the_former_copies_bitwise():
     np.testing.assert_array_equal(pixels_to_unit(t).numpy(), (t.float() / 255.0).numpy())
     np.testing.assert_array_equal(pixels_to_unit(t).numpy(), pixels_to_unit(f32))
     assert pixels_to_unit(f32).dtype == np.float32 and pixels_to_unit(t).dtype == torch.float32
+
+
+# ------------------------------------------------------------------- import graph (issue 8)
+_PKG = pathlib.Path(aoe_detect.__file__).parent
+_MODULES = sorted(p.stem for p in _PKG.glob("*.py") if p.stem != "__init__")
+
+
+def _module_imports(name):
+    """``(siblings imported at module level, siblings imported inside functions, every
+    absolute module name imported)`` of ``aoe_detect/<name>.py``."""
+    tree = ast.parse((_PKG / f"{name}.py").read_text())
+    top, hidden, absolute = set(), set(), set()
+
+    def targets(node):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                return {node.module.split(".")[0]}
+            return {a.name for a in node.names if a.name in _MODULES}
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            absolute.add(node.module)
+            parts = node.module.split(".")
+            if parts[0] == "aoe_detect":
+                return {parts[1]} if len(parts) > 1 else {a.name for a in node.names
+                                                          if a.name in _MODULES}
+        if isinstance(node, ast.Import):
+            absolute.update(a.name for a in node.names)
+            return {a.name.split(".")[1] for a in node.names
+                    if a.name.startswith("aoe_detect.")}
+        return set()
+
+    def visit(node, in_func):
+        for child in ast.iter_child_nodes(node):
+            f = in_func or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            found = targets(child) & set(_MODULES) - {name}
+            (hidden if f else top).update(found)
+            visit(child, f)
+
+    visit(tree, False)
+    return top, hidden, absolute
+
+
+def test_the_import_graph_of_aoe_detect_has_no_cycles():
+    graph = {m: _module_imports(m)[0] | _module_imports(m)[1] for m in _MODULES}
+    state, cycles = {}, []
+
+    def dfs(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                dfs(nxt, path + [nxt])
+        state[node] = "done"
+
+    for m in _MODULES:
+        if m not in state:
+            dfs(m, [m])
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_no_sibling_module_is_imported_inside_a_function():
+    hidden = {m: sorted(_module_imports(m)[1]) for m in _MODULES if _module_imports(m)[1]}
+    assert not hidden, f"function-level imports of sibling modules: {hidden}"
+
+
+def test_the_library_does_not_import_the_benchmarks():
+    """Only the deprecation shim names benchmarks.paper in an import statement (the CLI loads
+    the optional suite by name, with importlib)."""
+    users = {m for m in _MODULES if any(a.split(".")[0] == "benchmarks"
+                                        for a in _module_imports(m)[2])}
+    assert users == {"benchmark"}
+
+
+def test_importing_aoe_detect_imports_neither_matplotlib_nor_the_suite():
+    import subprocess
+    import sys
+
+    code = ("import sys, aoe_detect, aoe_detect.cli, aoe_detect.plots, aoe_detect.demo; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'benchmarks')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_benchmark_shim_warns_and_reexports_the_suite(monkeypatch):
+    import importlib
+    import sys
+
+    import benchmarks.paper as suite
+
+    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
+    with pytest.warns(DeprecationWarning, match="moved to benchmarks.paper"):
+        shim = importlib.import_module("aoe_detect.benchmark")
+    assert shim.run_benchmark is suite.run_benchmark
+    assert shim._conclusions is suite._conclusions and shim.PROFILES is suite.PROFILES
+    assert set(shim.__all__) == set(suite.__all__)
+
+
+def test_the_benchmark_shim_outside_a_checkout_raises_a_clear_import_error(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
+    for name in ("benchmarks", "benchmarks.paper"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match="source repository's benchmarks/ folder"):
+        importlib.import_module("aoe_detect.benchmark")
+
+
+def test_moved_benchmark_plots_name_their_new_home():
+    from aoe_detect import plots
+
+    with pytest.raises(AttributeError, match="benchmarks.paper.plots.plot_convergence"):
+        plots.plot_convergence  # noqa: B018
+    assert not hasattr(plots, "benchmark_plots")
+
+
+def test_benchmark_code_has_no_function_level_imports_and_short_functions():
+    """benchmarks/paper: imports at module level only, no function over 80 lines."""
+    root = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "paper"
+    problems = []
+    for path in sorted(root.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if fn.end_lineno - fn.lineno + 1 > 80:
+                problems.append(f"{path.name}:{fn.name} has {fn.end_lineno - fn.lineno + 1} lines")
+            problems += [f"{path.name}:{fn.name} imports at line {n.lineno}" for n in ast.walk(fn)
+                         if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not problems, problems

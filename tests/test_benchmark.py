@@ -1,4 +1,4 @@
-"""The paper-suite engine (``aoe_detect.benchmark``) on tiny settings: structure and numbers.
+"""The paper-suite engine (``benchmarks.paper``) on tiny settings: structure and numbers.
 
 One tiny run of all eight items (module-scoped) checks what the report promises: every
 method present, finite metrics in [0, 1], mean ± std over seeds, the conclusions, the files.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from aoe_detect import benchmark as B
+import benchmarks.paper as B
 from aoe_detect.cli import main
 
 TINY = dict(n_train=160, n_test_id=80, n_ood=40, seeds=(0, 1), width=4, pretrain_epochs=1,
@@ -146,10 +146,59 @@ def test_crosscheck_with_pytorch_ood(tiny_results):
     assert len(c["loss"]) == 3 and all(r["abs_diff"] <= 1e-5 for r in c["loss"])
 
 
-def test_crosscheck_reports_missing_pytorch_ood(monkeypatch):
+def test_the_suite_without_pytorch_ood_is_a_one_line_cli_error(monkeypatch, capsys):
+    """The suite needs pytorch-ood (item 8 and the peers): without it the command says so."""
     monkeypatch.setitem(sys.modules, "pytorch_ood", None)
-    out = B._crosscheck(None, None, None)  # fails at the import, before touching its inputs
-    assert out["status"] == "not installed" and "bench" in out["detail"]
+    for name in [m for m in sys.modules if m == "benchmarks.paper" or
+                 m.startswith("benchmarks.paper.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["benchmark", "--profile", "quick", "--items", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "aoe-detect[bench]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_peer_table_and_best_peer_line(tiny_results):
+    """Issue 12: pytorch-ood's post-hoc peers on the CE, OE and AOE-FGSM backbones of every
+    seed, the package's scores on the AOE backbone, and one best-peer line per claim."""
+    res, _ = tiny_results
+    peers = res["peers"]
+    assert set(peers["per_seed"]) == {"0", "1"}
+    assert peers["non_noise_sets"] == ["mnist", "digits28", "photo_patches"]
+    for seed_rows in peers["per_seed"].values():
+        assert set(seed_rows) == {"ce", "oe", "aoe"}
+        for bb, rows in seed_rows.items():
+            assert list(rows["peer"]) == list(B.PEERS)
+            assert ("own" in rows) == (bb == "aoe")
+            for per_set in rows["peer"].values():
+                assert list(per_set) == list(B.OOD_SETS)
+                assert all(_unit(v["auroc"]) and _unit(v["fpr95"]) for v in per_set.values())
+        own = seed_rows["aoe"]["own"]
+        assert set(own) == {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}
+        # the same energy score through pytorch-ood and through the package
+        for name in B.OOD_SETS:
+            assert own["energy"][name]["auroc"] == pytest.approx(
+                seed_rows["aoe"]["peer"]["energy"][name]["auroc"], abs=1e-9)
+    best = B.best_peer(peers)
+    assert best in B.PEERS
+    line = B.peer_comparison(res)
+    assert f"pytorch-ood {best}" in line and peers["default_score"] in line
+    assert all(c["peer_comparison"] == line for c in res["conclusions"])
+    md = B.render_markdown({k: v for k, v in res.items() if not k.startswith("_")})
+    assert "## 1b. Post-hoc peers" in md and "(best peer)" in md and "(package default)" in md
+    assert md.count("  - Best peer: ") == len(res["conclusions"])
+
+
+def test_peers_do_not_change_the_claim_rules(tiny_results):
+    res, _ = tiny_results
+    without = {k: v for k, v in res.items() if k != "peers"}
+    prof = B.get_profile("quick", **TINY)
+    _, items = B.plan(prof)
+    plain = B._conclusions(without, items, prof)
+    assert plain == [{k: v for k, v in c.items() if k != "peer_comparison"}
+                     for c in res["conclusions"]]
+    assert B.conclusions(without, items, prof) == plain
+    md = B.render_markdown({k: v for k, v in without.items() if not k.startswith("_")})
+    assert "Not in this run" in md
 
 
 def test_conclusions_name_every_claim(tiny_results):

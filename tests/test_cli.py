@@ -4,6 +4,7 @@ Errors must be ONE line ``aoe-detect: error: ...`` on stderr, exit status 2, no 
 """
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -358,7 +359,7 @@ def test_verbose_fit_says_which_device(tabular, capsys):
     ("items=(1, 9)", "--set items"),
 ])
 def test_benchmark_set_values_are_validated_before_running(pair, needle, capsys, monkeypatch):
-    from aoe_detect import benchmark as B
+    import benchmarks.paper as B
 
     monkeypatch.setattr(B, "run_benchmark", lambda *a, **k: pytest.fail("benchmark ran"))
     assert main(["benchmark", "--profile", "quick", "--set", pair]) == 2
@@ -368,3 +369,22 @@ def test_benchmark_set_values_are_validated_before_running(pair, needle, capsys,
 def test_benchmark_seed_range(capsys):
     assert main(["benchmark", "--profile", "quick", "--seeds", "0,-1"]) == 2
     assert "--seeds" in _error_line(capsys)
+
+
+def test_benchmark_without_the_suite_exits_with_a_clear_message(capsys, monkeypatch, tmp_path):
+    """Outside a source checkout (no benchmarks.paper) the command fails in one line."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("benchmarks", "benchmarks.paper"):
+        monkeypatch.setitem(sys.modules, name, None)
+    assert main(["benchmark", "--profile", "quick"]) == 2
+    err = _error_line(capsys)
+    assert "not part of the installed package" in err and "benchmarks/" in err
+
+
+def test_demo_does_not_need_the_suite(monkeypatch):
+    """``aoe-detect demo`` is library code: it never imports benchmarks.paper."""
+    from aoe_detect import cli, demo
+
+    assert cli.run_demo is demo.run_demo
+    src = pathlib.Path(demo.__file__).read_text()
+    assert "benchmarks" not in src.split('"""', 2)[2]

@@ -7,7 +7,7 @@ hand-made per-seed numbers, so that swapping arguments or inverting a sign fails
 import numpy as np
 import pytest
 
-from aoe_detect import benchmark as B
+import benchmarks.paper as B
 
 
 def test_compare_is_directional():
