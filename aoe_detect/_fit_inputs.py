@@ -1,7 +1,7 @@
 """Fit inputs that involve Datasets: arrays, tensors and map-style Datasets -> the training
 data, its labels, and one outlier source or array.
 
-Above loading (:mod:`aoe_detect.data`) and the outlier sources (:mod:`aoe_detect.outliers`),
+Above loading (:mod:`aoe_detect._loading`) and the outlier sources (:mod:`aoe_detect.outliers`),
 below the estimator, which is the only caller. (Formerly in :mod:`aoe_detect.data`, whose
 names for these functions are deprecated aliases.)
 """
@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Subset
 
 from ._validation import check_input_range, check_more_inputs, is_outlier_array, labels_from_y
-from .data import DatasetView, dataset_labels, inspect_dataset, is_dataset
+from ._loading import DatasetView, dataset_labels, inspect_dataset, is_dataset
 from .outliers import ArrayOutliers, DatasetOutliers, Mixture
 
 __all__ = ["prepare_fit", "combine_outliers", "outlier_source"]

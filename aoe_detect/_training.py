@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from . import distributed
 from ._torch_utils import index_batches, steps_per_epoch, to_device
-from .data import TrainBatches
+from ._loading import TrainBatches
 from .exceptions import NonFiniteLossError  # re-exported: its former home
 from .losses import energy
 from .outliers import Mixture
@@ -183,7 +183,7 @@ def stage_options(module, *, device, X, y, batch_size, generator, source=None, a
     """Keyword arguments of :func:`train_epoch` for one training stage (kept across epochs).
 
     ``X``/``y`` are the training inputs: a float32 tensor with labels, or a
-    :class:`~aoe_detect.data.DatasetView` with targets aligned to its rows. ``ddp`` wraps
+    :class:`~aoe_detect._loading.DatasetView` with targets aligned to its rows. ``ddp`` wraps
     the forward module in ``DistributedDataParallel`` (the process group must be
     initialised); the attack always runs on the plain module (an input gradient needs no
     gradient synchronisation). DataLoader seeds derive from ``generator.initial_seed()``
@@ -244,7 +244,7 @@ def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, devic
     ``round(attack_fraction * n_out)`` with ``attack``, model in eval mode), then ONE
     forward over ``cat(ID, outliers)`` in train mode, the loss, and an optimizer step.
 
-    ``batches`` (a :class:`~aoe_detect.data.TrainBatches`) replaces ``X``/``y`` (Datasets,
+    ``batches`` (a :class:`~aoe_detect._loading.TrainBatches`) replaces ``X``/``y`` (Datasets,
     several processes); ``forward_model`` (DDP/compiled wrapper of ``model``) runs the
     training forward, ``attack_model`` the attack. With ``world > 1`` the epoch means are
     averaged over the processes.

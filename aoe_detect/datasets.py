@@ -78,7 +78,7 @@ _SYSTEM_DIRS = {
     ),
 }
 
-_SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "sample.npz"
+_SAMPLE_PATH = Path(__file__).resolve().parent / "sample_data" / "sample.npz"
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 _IDX_DTYPES = {
@@ -846,8 +846,8 @@ def load_photo_patches(n, shape=(28, 28), random_state=None):
 def load_sample():
     """Load the small data sample shipped inside the package (no download, no files).
 
-    The sample (``aoe_detect/data/sample.npz``, built by ``aoe_detect/data/make_sample.py``;
-    sources and licences in ``aoe_detect/data/LICENSES.md``) holds class-balanced subsets,
+    The sample (``aoe_detect/sample_data/sample.npz``, built by ``aoe_detect/sample_data/make_sample.py``;
+    sources and licences in ``aoe_detect/sample_data/LICENSES.md``) holds class-balanced subsets,
     each selected deterministically (seeded) from the official files:
 
     * ``"fashion_train"``: 3000 Fashion-MNIST training images, 300 per class (Zalando, MIT);
@@ -879,8 +879,8 @@ def load_sample():
     if not _SAMPLE_PATH.is_file():
         raise FileNotFoundError(
             f"the embedded sample {_SAMPLE_PATH} is missing: the package was installed "
-            "without its package data (setup.cfg package_data must include data/*.npz); "
-            "regenerate it with `python aoe_detect/data/make_sample.py`"
+            "without its package data (setup.cfg package_data must include sample_data/*.npz); "
+            "regenerate it with `python aoe_detect/sample_data/make_sample.py`"
         )
     sample = {}
     with np.load(_SAMPLE_PATH, allow_pickle=False) as npz:

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from . import _fit_inputs, _state, _training
-from . import data as _data
+from . import _loading as _data
 from . import distributed as _distributed
 from . import persistence as _persistence
 from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
@@ -470,7 +470,7 @@ class AOEDetector(OutlierMixin, BaseEstimator):
         up front and every batch is checked for NaN/inf and the input range while loading;
         the input standardisation, ``epsilon="auto"``, the automatic margins and the
         outlier source are fitted on a random subset of at most
-        :data:`aoe_detect.data.MAX_FIT_SUBSET` training rows (all rows, in order, when
+        :data:`aoe_detect._loading.MAX_FIT_SUBSET` training rows (all rows, in order, when
         there are fewer, which makes a Dataset fit match the equivalent array fit). Labels
         come from the items, a ``targets`` attribute (torchvision) or ``y``.
 

@@ -38,7 +38,7 @@ from sklearn.mixture import GaussianMixture
 
 from ._compat import Interval
 from ._torch_utils import pixels_to_unit
-from .data import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
+from ._loading import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
 
 __all__ = [
     "OutlierSource",
@@ -1000,7 +1000,7 @@ class DatasetOutliers(OutlierSource):
     :meth:`AOEDetector.fit <aoe_detect.AOEDetector.fit>` the items are streamed instead
     (:meth:`stream`): shuffled passes over the dataset, loaded by ``num_workers``
     DataLoader workers and sharded across processes under ``torch.distributed``, so the
-    outlier set never has to fit in memory. Loading lives in :mod:`aoe_detect.data`.
+    outlier set never has to fit in memory. Loading lives in :mod:`aoe_detect._loading`.
 
     Parameters
     ----------

@@ -25,7 +25,6 @@ PUBLIC_MODULES = [
     "aoe_detect.datasets",
     "aoe_detect.persistence",
     "aoe_detect.exceptions",
-    "aoe_detect.data",
     "aoe_detect.distributed",
     "aoe_detect.benchmark",
     "aoe_detect.plots",

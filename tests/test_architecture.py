@@ -1,6 +1,7 @@
 """Issue 8 (architecture): backbone registry, one exceptions module, import layering."""
 
 import ast
+import importlib
 import pathlib
 import warnings
 
@@ -78,8 +79,6 @@ def test_list_backbones(mine):
     ("CLIError", "aoe_detect.cli"),
 ])
 def test_exceptions_live_in_one_module_and_keep_their_old_homes(name, old_home):
-    import importlib
-
     from aoe_detect import exceptions
 
     cls = getattr(exceptions, name)
@@ -100,21 +99,33 @@ def test_exception_bases_unchanged():
 
 
 def test_moved_data_names_are_deprecated_aliases():
-    from aoe_detect import _fit_inputs, data
+    with pytest.warns(DeprecationWarning, match="aoe_detect.data is deprecated"):
+        data = importlib.reload(importlib.import_module("aoe_detect.data"))
+    from aoe_detect import _fit_inputs, _loading
 
     for name in ("prepare_fit", "combine_outliers", "outlier_source"):
         with pytest.warns(DeprecationWarning, match=f"aoe_detect.data.{name} is deprecated"):
             assert getattr(data, name) is getattr(_fit_inputs, name)
+    for name in ("DatasetView", "GlobalBatchSampler", "MAX_FIT_SUBSET", "to_device"):
+        with pytest.warns(DeprecationWarning, match=f"aoe_detect.data.{name} is deprecated"):
+            assert getattr(data, name) is getattr(_loading, name)
     with pytest.raises(AttributeError):
         data.no_such_name  # noqa: B018
 
 
+def test_sample_folder_is_found_by_the_loader():
+    from aoe_detect import datasets
+
+    assert datasets._SAMPLE_PATH.parent.name == "sample_data" and datasets._SAMPLE_PATH.is_file()
+    assert not (pathlib.Path(aoe_detect.__file__).parent / "data").exists()
+
+
 def test_moved_helpers_keep_their_old_homes():
-    from aoe_detect import _torch_utils, _training, data, detector
+    from aoe_detect import _loading, _torch_utils, _training, detector
 
     assert _training.index_batches is _torch_utils.index_batches
     assert _training.steps_per_epoch is _torch_utils.steps_per_epoch
-    assert data.to_device is _torch_utils.to_device
+    assert _loading.to_device is _torch_utils.to_device
     assert detector._resolve_device is _torch_utils.resolve_device
 
 
@@ -144,7 +155,7 @@ def test_persistence_load_builds_the_estimator_class(tmp_path, blobs):
 _FORBIDDEN = {
     "_torch_utils": None,  # the bottom: no sibling at all
     "exceptions": None,
-    "data": {"_training", "outliers", "generative", "detector", "persistence", "_fit_inputs"},
+    "_loading": {"_training", "outliers", "generative", "detector", "persistence", "_fit_inputs"},
     "outliers": {"generative", "_training", "detector", "persistence", "_fit_inputs"},
     "_training": {"detector", "persistence", "_fit_inputs"},
     "persistence": {"detector"},

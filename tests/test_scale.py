@@ -18,7 +18,7 @@ import aoe_detect.detector as detector_mod
 from aoe_detect import AOEDetector
 from aoe_detect._training import index_batches, steps_per_epoch
 from aoe_detect.attacks import FGSM, pgd
-from aoe_detect.data import GlobalBatchSampler
+from aoe_detect._loading import GlobalBatchSampler
 from aoe_detect.datasets import load_sample
 from aoe_detect.losses import energy
 from aoe_detect.outliers import DatasetOutliers
