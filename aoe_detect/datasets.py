@@ -119,6 +119,24 @@ _IDX_SETS = {
 # --------------------------------------------------------------------------------------
 # IDX reader
 # --------------------------------------------------------------------------------------
+def _read_maybe_gzipped(path):
+    """The bytes of ``path``, decompressed when its first bytes are the gzip magic."""
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == b"\x1f\x8b"
+    if not is_gzip:
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip stream ({exc}); delete the file and "
+            "obtain it again"
+        ) from exc
+
+
 def read_idx(path):
     """Read an IDX file (the MNIST file format), gzipped or raw, into a numpy array.
 
@@ -156,22 +174,7 @@ def read_idx(path):
     array([7, 0, 9], dtype=uint8)
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    with open(path, "rb") as f:
-        is_gzip = f.read(2) == b"\x1f\x8b"
-    if is_gzip:
-        try:
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(
-                f"{path}: truncated or corrupt gzip stream ({exc}); delete the file and "
-                "obtain it again"
-            ) from exc
-    else:
-        data = path.read_bytes()
-
+    data = _read_maybe_gzipped(path)
     if len(data) < 4:
         raise ValueError(
             f"{path}: truncated IDX file: {len(data)} bytes, shorter than the 4-byte magic "

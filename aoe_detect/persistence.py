@@ -330,8 +330,6 @@ def load(path, module=None, device="auto", *, cls=None):
     ValueError
         Truncated, corrupted or foreign files, or a ``module`` that does not match.
     """
-    from . import __version__  # read on use (tests and users may patch it)
-
     estimator_cls = _ESTIMATOR_CLASS if cls is None else cls
     if module is not None and not isinstance(module, torch.nn.Module):
         raise TypeError(f"`module` must be None or a torch.nn.Module instance of the architecture "
@@ -345,6 +343,31 @@ def load(path, module=None, device="auto", *, cls=None):
                         f"{type(path).__name__}.") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
+    payload = _read_payload(path)
+    params, skipped, fitted, spec, state = _parse_payload(payload, path)
+    known = estimator_cls().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
+                      "they are ignored.", UserWarning)
+    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
+    _check_loaded_params(det, path)
+    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
+    if skipped:
+        warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
+                      "set them again before refitting.", UserWarning)
+    net = _rebuild_module(spec, tuple(fitted["input_shape_"]), module, state, path)
+    det.module_ = net.to(dev).eval()
+    det.device_ = dev
+    _restore_fitted(det, fitted, payload, dev, path)
+    return det
+
+
+def _read_payload(path):
+    """``torch.load(weights_only=True)`` of a file that must be an aoe-detect file with a
+    matching checksum (a version mismatch is a warning)."""
+    from . import __version__  # read on use (tests and users may patch it)
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, zip errors
@@ -376,13 +399,18 @@ def load(path, module=None, device="auto", *, cls=None):
     if payload.get("version") != __version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
+    return payload
+
+
+def _parse_payload(payload, path):
+    """``(params, params not saved, fitted, backbone spec, state dict)`` of a payload."""
     try:
         params = json.loads(payload["params"])
         skipped = json.loads(payload["params_not_saved"])
         fitted = json.loads(payload["fitted"])
         spec = json.loads(payload["backbone"])
         state = payload["state_dict"]
-        shape = tuple(fitted["input_shape_"])
+        tuple(fitted["input_shape_"])
         if not isinstance(state, dict) or not isinstance(payload["validation_scores"], torch.Tensor):
             raise TypeError("unexpected field types")
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
@@ -390,17 +418,12 @@ def load(path, module=None, device="auto", *, cls=None):
     if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
         raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
                          "objects.")
-    known = estimator_cls().get_params()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
-                      "they are ignored.", UserWarning)
-    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
-    _check_loaded_params(det, path)
-    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
-    if skipped:
-        warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
-                      "set them again before refitting.", UserWarning)
+    return params, skipped, fitted, spec, state
+
+
+def _rebuild_module(spec, shape, module, state, path):
+    """The backbone with the saved weights: a built-in rebuilt from its spec, or a copy of
+    the user's ``module``."""
     if spec["kind"] == "builtin":
         if module is not None:
             net = copy.deepcopy(module)
@@ -419,8 +442,11 @@ def load(path, module=None, device="auto", *, cls=None):
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"The weights in {path!r} do not fit the backbone: {exc}") from None
-    det.module_ = net.to(dev).eval()
-    det.device_ = dev
+    return net
+
+
+def _restore_fitted(det, fitted, payload, dev, path):
+    """The fitted attributes of a loaded detector (besides ``module_`` and ``device_``)."""
     for k in _FITTED:
         if k in fitted:
             v = fitted[k]
@@ -437,7 +463,6 @@ def load(path, module=None, device="auto", *, cls=None):
     elif det.ood_score != "energy" and "offset_" in fitted:  # (a checkpoint has neither)
         raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
                          "no fitted score statistics (`scorer_`).")
-    return det
 
 
 def load_checkpoint(checkpoint_dir, backbone, labels, sample_shape, device):
