@@ -29,7 +29,7 @@ from ._torch_utils import atomic_write, resolve_device
 from .backbones import BACKBONES, build_backbone
 from .scores import build_scorer
 
-__all__ = ["save", "load", "check_save_path", "FORMAT", "PersistenceMixin"]
+__all__ = ["save", "load", "check_save_path", "FORMAT"]
 
 FORMAT = "aoe-detect/1"
 
