@@ -152,13 +152,20 @@ def test_persistence_load_builds_the_estimator_class(tmp_path, blobs):
 
 
 # Module -> the sibling modules it must not import (lower layers never import upper ones).
+_ESTIMATOR = {"detector", "persistence", "_scoring", "_fit_steps"}
 _FORBIDDEN = {
     "_torch_utils": None,  # the bottom: no sibling at all
     "exceptions": None,
-    "_loading": {"_training", "outliers", "generative", "detector", "persistence", "_fit_inputs"},
-    "outliers": {"generative", "_training", "detector", "persistence", "_fit_inputs"},
-    "_training": {"detector", "persistence", "_fit_inputs"},
-    "persistence": {"detector"},
+    "_validation": {"_loading", "_fit_inputs", "_training", "outliers", "attacks", *_ESTIMATOR},
+    "_loading": {"_training", "outliers", "generative", "_fit_inputs", *_ESTIMATOR},
+    "outliers": {"generative", "_training", "_fit_inputs", *_ESTIMATOR},
+    "attacks": {"_training", "_fit_inputs", "outliers", *_ESTIMATOR},
+    "losses": {"_training", "_fit_inputs", "attacks", "outliers", *_ESTIMATOR},
+    "_fit_inputs": {"_training", *_ESTIMATOR},
+    "_training": {"_fit_inputs", *_ESTIMATOR},
+    "_fit_steps": {"detector", "persistence", "_scoring", "_fit_inputs"},
+    "_scoring": {"detector", "persistence"},
+    "persistence": {"detector", "_scoring", "_fit_steps", "_training", "_fit_inputs"},
 }
 
 
