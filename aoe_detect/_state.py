@@ -5,7 +5,8 @@
 - :func:`check_param` / :func:`check_params`: re-check parameters where they are used
   (``set_params`` after ``fit`` changes them without a refit);
 - :func:`validate_nested`: attack and outlier-source objects check their own declared
-  ``_parameter_constraints`` (``attack__steps``, ``outliers__uniform__widen``);
+  ``_parameter_constraints`` (``attack__steps``, ``outliers__uniform__widen``,
+  ``loss__lam``);
 - :func:`check_fit_params`: the checks the declared constraints cannot express (margins,
   ``checkpoint_dir``, ``compile`` options), done before training;
 - :func:`restore_point`: the snapshot that a failed ``fit`` restores.
@@ -22,6 +23,7 @@ import torch
 
 from ._compat import InvalidParameterError, validate_parameter_constraints
 from .exceptions import CalibrationWarning  # re-exported: its former home
+from .losses import loss_settings
 
 __all__ = ["CalibrationWarning", "conformal_offset", "keep_classes_in_training", "check_param",
            "check_params", "validate_nested", "SCORING_PARAMS", "check_margin_params",
@@ -126,13 +128,14 @@ def validate_object(obj, path):
         validate_object(sub, f"{path}__{name}")
 
 
-def validate_nested(estimator, names=("attack", "outliers")):
+def validate_nested(estimator, names=("attack", "outliers", "loss")):
     for name in names:
         validate_object(getattr(estimator, name, None), name)
 
 
 def check_margin_params(estimator):
-    """``epsilon`` finite in float32; ``m_in``/``m_out`` finite with ``m_out > m_in``."""
+    """``epsilon`` finite in float32; the margins (the loss object's or the shortcuts
+    ``m_in``/``m_out``) finite with ``m_out > m_in``."""
     eps = estimator.epsilon
     if not isinstance(eps, str) and eps > _F32_MAX:
         raise ValueError(f"`epsilon`={eps!r} overflows float32 (max 3.4e38); pass a "
@@ -141,7 +144,8 @@ def check_margin_params(estimator):
         v = getattr(estimator, name)
         if not isinstance(v, str) and not math.isfinite(v):
             raise ValueError(f"`{name}` must be a finite number or 'auto', got {v!r}.")
-    m_in, m_out = estimator.m_in, estimator.m_out
+    _, _, m_in, m_out = loss_settings(getattr(estimator, "loss", "energy"), None,
+                                      estimator.m_in, estimator.m_out)
     if not isinstance(m_in, str) and not isinstance(m_out, str) and m_out <= m_in:
         raise ValueError(f"`m_out` ({m_out}) must be greater than `m_in` ({m_in}).")
 

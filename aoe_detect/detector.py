@@ -29,7 +29,7 @@ from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius, 
 from .backbones import BACKBONES
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
                          TrainingInterruptedWarning)
-from .losses import CrossEntropyOnly
+from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
 from .scores import FEATURE_SCORES, SCORES
 
@@ -39,9 +39,6 @@ __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", 
 #: Bounds of ``temperature``: ``T * logsumexp(f / T)`` stays finite in float32 for logits up
 #: to ``|f| ~ 3e35`` at ``T = 1e-3`` (``1e-40`` overflowed every score to inf/NaN).
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
-#: Bound of explicit margins ``|m_in|, |m_out|`` (energies are logit-scale: Liu et al. use
-#: -25/-7); beyond it the squared hinge terms overflow and training diverges.
-MAX_MARGIN = 1e4
 
 
 class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierMixin, BaseEstimator):
@@ -91,8 +88,9 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         images, ``0.1 *`` each feature's standard deviation for tabular data.
     attack_fraction : float in [0, 1], default=1.0
         Share of each outlier batch that is attacked (1.0 = the paper).
-    loss : {"energy", "softmax"}, default="energy"
-        Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019).
+    loss : {"energy", "softmax"}, EnergyMargin or SoftmaxOE, default="energy"
+        Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019). The
+        objects of :mod:`aoe_detect.losses` carry their own ``lam`` / margins (``loss__lam``).
     epochs : int or "auto", default="auto"
         Outlier-exposure fine-tuning epochs. ``"auto"``: 10 (Liu et al. fine-tune for 10),
         raised on small data so that the stage takes at least ``AUTO_MIN_STEPS`` (500)
@@ -113,10 +111,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     optimizer : {"adam", "sgd"}, default="adam"
         Adam, or SGD with Nesterov momentum 0.9.
     lam : float or "auto", default="auto"
-        Weight of the outlier term: 0.1 for ``loss="energy"`` (Liu et al.), 0.5 for
-        ``"softmax"`` (Hendrycks et al.).
+        Weight of the outlier term (shortcut: a loss object's own ``lam`` wins): 0.1 for
+        ``loss="energy"`` (Liu et al.), 0.5 for ``"softmax"`` (Hendrycks et al.).
     m_in, m_out : float or "auto", default="auto"
-        Energy margins. ``"auto"``: ``m_in`` is the median energy of the ID training data
+        Energy margins (shortcuts, as ``lam``). ``"auto"``: ``m_in`` is the median energy of the ID training data
         when outlier exposure starts and ``m_out = m_in + 2`` (energy is a negative
         log-density up to a constant, so outliers are asked to be e^2 times less likely than
         a typical ID input). The margins thus follow the backbone's own energy level;
@@ -290,7 +288,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
-        "loss": [StrOptions({"energy", "softmax"})],
+        "loss": [StrOptions({"energy", "softmax"}), EnergyMargin, SoftmaxOE],
         "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -430,12 +428,12 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         self.__dict__.pop("feature_names_in_", None)  # n_features_in_, input_shape_, ...
         self.__dict__.update(inputs.fitted_attributes(), device_=device)
         data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, self.num_workers)
-        if self.warm_start and not hasattr(self, "module_"):
-            self._resume_from_checkpoint(data, device)
+        self._resume_from_checkpoint(data, device)  # warm start of an unfitted detector
         resuming = self.warm_start and hasattr(self, "module_")
         y_tr = self._set_module(data, resuming, device)
         self.epsilon_ = resolve_epsilon(self.epsilon, data.X_train, data.sample_shape)
-        self.lam_ = _fit_steps.resolve_lam(self.lam, self.loss)
+        kind, lam, _, _ = loss_settings(self.loss, self.lam, self.m_in, self.m_out)
+        self.lam_ = _fit_steps.resolve_lam(lam, kind)
         self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
         pre, n_ft = _fit_steps.stage_lengths(
             self.pretrain_epochs, self.epochs, n_train=len(data.train_data),
@@ -459,8 +457,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             progress.where = "finetune (before its first epoch)" if n_ft else "fit (after training)"
             self._set_margins(data.X_train, device)
             if not stopped:
-                loss = _fit_steps.outlier_loss(self.loss, source, self.lam_, self.m_in_,
-                                               self.m_out_, self.temperature)
+                loss = _fit_steps.outlier_loss(kind, source, self.lam_, self.m_in_, self.m_out_,
+                                               self.temperature)
                 self._train("finetune", n_ft, data, y_tr, loss, source, attack, eps, gen,
                             progress, val)
             progress.where = "fit (while fitting the score and scoring the validation data)"
@@ -496,14 +494,13 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         return source
 
     def _set_margins(self, X_train, device):
-        """``m_in_`` / ``m_out_``; a warm start that continues outlier exposure keeps the
-        margins it started with."""
-        keep = (self.warm_start and hasattr(self, "m_in_")
-                and any(r["stage"] == "finetune" for r in self.history_))
+        """``m_in_`` / ``m_out_`` (the loss object's margins or the shortcuts); a warm start
+        that continues outlier exposure keeps the margins it started with."""
+        keep = self.warm_start and any(r["stage"] == "finetune" for r in self.history_)
+        _, _, m_in, m_out = loss_settings(self.loss, self.lam, self.m_in, self.m_out)
         self.m_in_, self.m_out_ = _fit_steps.auto_margins(
-            self.m_in, self.m_out, lambda: -self._rows().energy_scores(X_train[:5000],
-                                                                       self.temperature),
-            kept=self.m_in_ if keep else None)
+            m_in, m_out, lambda: -self._rows().energy_scores(X_train[:5000], self.temperature),
+            kept=getattr(self, "m_in_", None) if keep else None)
 
     def _train(self, name, epochs, data, y_tr, loss_fn, source, attack, eps, gen, progress, val):
         """Build and run one stage (nothing for 0 epochs); True if it stopped early."""

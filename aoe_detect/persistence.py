@@ -521,6 +521,8 @@ class PersistenceMixin:
     def _resume_from_checkpoint(self, data, device):
         """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
         (weights, ``history_``, ``classes_`` and the margins)."""
+        if not self.warm_start or hasattr(self, "module_"):
+            return
         ckpt = load_checkpoint(self.checkpoint_dir, self.backbone, data.train_labels,
                                             self.input_shape_, device)
         if ckpt is None:

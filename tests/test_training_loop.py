@@ -205,3 +205,32 @@ def test_fit_uses_the_attack_eps_set_through_nested_params(blobs):
         b = AOEDetector(attack=FGSM(), epsilon=0.05, **kw).set_params(attack__eps=0.3).fit(X, y)
     # the same radius reaches the outlier feed either way: the same training, bit for bit
     np.testing.assert_array_equal(a.score_samples(X[:20]), b.score_samples(X[:20]))
+
+
+def test_loss_objects_carry_their_settings_and_the_shortcuts_fill_the_rest(blobs):
+    from sklearn.base import clone
+
+    from aoe_detect.losses import EnergyMargin, SoftmaxOE, loss_settings
+
+    assert loss_settings("energy", "auto", "auto", 3.0) == ("energy", "auto", "auto", 3.0)
+    assert loss_settings(EnergyMargin(m_in=-8.0), 0.2, "auto", "auto") == ("energy", 0.2, -8.0, "auto")
+    assert loss_settings(SoftmaxOE(lam=0.7), 0.2, "auto", "auto") == ("softmax", 0.7, "auto", "auto")
+    X, y = blobs
+    kw = dict(epochs=1, pretrain_epochs=1, outliers="uniform", ood_score="energy",
+              random_state=0, device="cpu", batch_size=32)
+    short = AOEDetector(lam=0.3, m_in=-6.0, m_out=-2.0, **kw).fit(X, y)
+    obj = AOEDetector(loss=EnergyMargin(lam=0.3, m_in=-6.0), m_out=-2.0, **kw).fit(X, y)
+    grid = clone(AOEDetector(loss=EnergyMargin(), **kw)).set_params(
+        loss__lam=0.3, loss__m_in=-6.0, loss__m_out=-2.0).fit(X, y)
+    for det in (obj, grid):
+        assert (det.lam_, det.m_in_, det.m_out_) == (0.3, -6.0, -2.0)
+        np.testing.assert_array_equal(det.score_samples(X[:20]), short.score_samples(X[:20]))
+    soft = AOEDetector(loss=SoftmaxOE(lam=0.25), **kw).fit(X, y)
+    assert soft.lam_ == 0.25
+    np.testing.assert_array_equal(
+        soft.score_samples(X[:20]),
+        AOEDetector(loss="softmax", lam=0.25, **kw).fit(X, y).score_samples(X[:20]))
+    with pytest.raises(ValueError, match="`m_out`.*must be greater than `m_in`"):
+        AOEDetector(loss=EnergyMargin(m_in=1.0, m_out=0.5), **kw).fit(X, y)
+    with pytest.raises(ValueError, match=r"loss.*EnergyMargin.*lam"):
+        AOEDetector(loss=EnergyMargin(lam=-1.0), **kw).fit(X, y)
