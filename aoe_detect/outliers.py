@@ -1000,7 +1000,7 @@ class DatasetOutliers(OutlierSource):
     :meth:`AOEDetector.fit <aoe_detect.AOEDetector.fit>` the items are streamed instead
     (:meth:`stream`): shuffled passes over the dataset, loaded by ``num_workers``
     DataLoader workers and sharded across processes under ``torch.distributed``, so the
-    outlier set never has to fit in memory. Loading lives in :mod:`aoe_detect._loading`.
+    outlier set never has to fit in memory. Loading lives in :mod:`aoe_detect.data`.
 
     Parameters
     ----------
