@@ -468,7 +468,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                 raise
             interrupted = True
         if interrupted:  # a second Ctrl-C from here on aborts fit (the old state comes back)
-            self._keep_last_epoch(progress, data, y_tr, gen, device)
+            _training.restore_kept(self.module_, self.history_, progress)  # with a warning
+            if not hasattr(self, "m_in_"):
+                self._set_margins(data.X_train, device)
+            self._calibrate(data, y_tr, gen)
             if self.checkpoint_dir is not None and _distributed.is_main_process():
                 self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
@@ -527,14 +530,6 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             feature_layer=self.feature_layer, has_classes=hasattr(self, "classes_"))
         self.validation_scores_ = self._validation_scores(data.X_val)
         self.offset_ = _state.conformal_offset(self.validation_scores_, self.contamination)
-
-    def _keep_last_epoch(self, progress, data, y_tr, gen, device):
-        """After a KeyboardInterrupt: the weights and ``history_`` of the last completed
-        epoch (a warning says so), calibrated."""
-        _training.restore_kept(self.module_, self.history_, progress)
-        if not hasattr(self, "m_in_"):
-            self._set_margins(data.X_train, device)
-        self._calibrate(data, y_tr, gen)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
