@@ -5,11 +5,11 @@ from __future__ import annotations
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 
-    def validate_data(estimator, X, *, reset, **check_params):
-        return _validate_data(estimator, X, reset=reset, **check_params)
+    def validate_data(_estimator, X, /, *, reset, **check_params):
+        return _validate_data(_estimator, X, reset=reset, **check_params)
 except ImportError:  # pragma: no cover - older scikit-learn
-    def validate_data(estimator, X, *, reset, **check_params):
-        return estimator._validate_data(X, reset=reset, **check_params)
+    def validate_data(_estimator, X, /, *, reset, **check_params):
+        return _estimator._validate_data(X, reset=reset, **check_params)
 
 from sklearn.utils._param_validation import (  # noqa: E402
     HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,

@@ -1,21 +1,141 @@
-"""Fit inputs that involve Datasets: arrays, tensors and map-style Datasets -> the training
-data, its labels, and one outlier source or array.
+"""The one fit-input path: whatever the user gave ``fit`` (arrays, tensors, map-style
+Datasets, outlier arrays or Datasets, labels with outlier rows) -> one :class:`FitInputs`.
 
-Above loading (:mod:`aoe_detect.data`) and the outlier sources (:mod:`aoe_detect.outliers`),
-below the estimator, which is the only caller. (Formerly in :mod:`aoe_detect.data`, whose
-names for these functions are deprecated aliases.)
+:func:`prepare_fit_inputs` validates everything once and returns the ID rows (a float32
+array, or a :class:`~aoe_detect._loading.DatasetView` of a Dataset), their labels, the sample
+shape and input range, the outliers given with the data, and what scikit-learn records about
+the features (``n_features_in``, ``feature_names_in``); :func:`split_validation` adds the
+held-out split; :func:`fit_outlier_source` turns the outliers (or the ``outliers`` parameter)
+into one fitted source. Nothing here sets an attribute of the estimator: ``fit`` copies what
+it needs from the :class:`FitInputs`.
+
+Above loading (:mod:`aoe_detect._loading`) and the outlier sources (:mod:`aoe_detect.outliers`),
+below the estimator, which is the only caller. (``prepare_fit``, ``combine_outliers`` and
+``outlier_source`` were in :mod:`aoe_detect.data`, whose names for them are deprecated
+aliases.)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 from torch.utils.data import Subset
 
-from ._validation import check_input_range, check_more_inputs, is_outlier_array, labels_from_y
-from .data import DatasetView, dataset_labels, inspect_dataset, is_dataset
-from .outliers import ArrayOutliers, DatasetOutliers, Mixture
+from ._loading import DatasetView, any_dataset, dataset_labels, inspect_dataset, is_dataset
+from ._state import keep_classes_in_training
+from ._validation import (FitRecord, check_input_range, check_inputs, check_more_inputs,
+                          is_outlier_array, labels_from_y)
+from .outliers import ArrayOutliers, DatasetOutliers, Mixture, resolve_outliers
 
-__all__ = ["prepare_fit", "combine_outliers", "outlier_source"]
+__all__ = ["FitInputs", "prepare_fit_inputs", "split_validation", "fit_outlier_source",
+           "resolve_input_range", "input_params", "prepare_fit", "combine_outliers",
+           "outlier_source"]
+
+_AMBIGUOUS = ("Ambiguous call: fit(X_id, X_outliers) was given outliers as the second "
+              "positional argument AND as `X_outliers`; pass one.")
+
+
+@dataclass
+class FitInputs:
+    """The validated data of one ``fit``.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n, *sample_shape), float32, or DatasetView
+        The in-distribution rows (outlier rows of ``y`` removed); a Dataset stays a view.
+    labels : ndarray of shape (n,) or None
+        Their labels as given (integers or strings); None for a label-free fit.
+    sample_shape : tuple
+        Shape of one sample as the backbone sees it (images channels-first).
+    input_range : (float, float) or None
+        The resolved ``input_range``.
+    n_features_in : int
+        Features (tabular) or channels (images).
+    feature_names_in : ndarray of str or None
+        Column names of a DataFrame ``X``.
+    outliers : ndarray, DatasetView, Mixture or None
+        Outliers given with the data (``X_outliers``, rows labelled ``outlier_label``, the
+        label-free second argument).
+    source_array : ndarray or None
+        The ``outliers`` parameter when it is an array (validated like ``X_outliers``).
+    train_idx, val_idx : ndarray or None
+        Positions of the training and held-out rows in ``X`` (after
+        :func:`split_validation`; None before).
+    X_train : torch.Tensor or None
+        The training rows as a float32 tensor (a bounded random subset of a Dataset):
+        what the statistics (standardisation, ``epsilon="auto"``, margins, outlier source,
+        score) are fitted on.
+    X_val : torch.Tensor, DatasetView or None
+        The held-out rows (the training rows when none are held out).
+    train_data : torch.Tensor, DatasetView or None
+        What the training loop iterates over (``X_train`` itself, or the view of every
+        training row of a Dataset).
+    """
+
+    X: object
+    labels: np.ndarray | None
+    sample_shape: tuple
+    input_range: tuple | None
+    n_features_in: int
+    feature_names_in: np.ndarray | None = None
+    outliers: object = None
+    source_array: np.ndarray | None = None
+    train_idx: np.ndarray | None = None
+    val_idx: np.ndarray | None = None
+    X_train: torch.Tensor | None = None
+    X_val: object = None
+    train_data: object = None
+
+    def fitted_attributes(self):
+        """What the estimator records about its inputs: ``n_features_in_``,
+        ``feature_names_in_`` (DataFrame columns only), ``input_shape_``, ``input_range_``."""
+        out = {"n_features_in_": self.n_features_in, "input_shape_": self.sample_shape,
+               "input_range_": self.input_range}
+        if self.feature_names_in is not None:
+            out["feature_names_in_"] = self.feature_names_in
+        return out
+
+    @property
+    def train_labels(self):
+        """Labels of the training rows (None for a label-free fit)."""
+        return None if self.labels is None else self.labels[self.train_idx]
+
+
+def input_params(estimator):
+    """The estimator parameters the fit-input path reads, as keyword arguments of
+    :func:`prepare_fit_inputs`."""
+    return {"outliers": estimator.outliers, "input_range": estimator.input_range,
+            "outlier_label": getattr(estimator, "outlier_label", -1),
+            "backbone_is_name": isinstance(estimator.backbone, str),
+            "num_workers": getattr(estimator, "num_workers", 0),
+            "estimator_name": type(estimator).__name__}
+
+
+def resolve_input_range(input_range, sample_shape):
+    """``input_range`` -> ``(low, high)`` floats or None; ``"auto"``: (0, 1) for images."""
+    r = input_range
+    if isinstance(r, str):
+        return (0.0, 1.0) if len(sample_shape) == 3 else None
+    if r is None:
+        return None
+    if (len(r) != 2 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in r)
+            or not r[0] < r[1]):
+        raise ValueError(f"`input_range` must be 'auto', None or (low, high) with finite "
+                         f"low < high, got {r!r}.")
+    return (float(r[0]), float(r[1]))
+
+
+def _is_array_param(v):
+    """The ``outliers`` parameter given as an array (not a name, source object or Dataset)."""
+    if v is None or isinstance(v, str) or hasattr(v, "sample") or is_dataset(v):
+        return False
+    return isinstance(v, (np.ndarray, torch.Tensor, list, tuple)) or hasattr(v, "__array__")
 
 
 def combine_outliers(parts, num_workers=0):
@@ -53,56 +173,76 @@ def _outlier_view(ds, shape, input_range):
     return DatasetView(ds, info, name="X_outliers", input_range=input_range)
 
 
-def prepare_fit(estimator, X, y, X_outliers):
-    """``AOEDetector._prepare_fit_data`` when any input is a Dataset.
+def _check_two_classes(labels, backbone_is_name):
+    if labels is not None and backbone_is_name and len(np.unique(labels)) < 2:
+        raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
+                         "of at least two classes, or fit without labels (y=None).")
 
-    ``X`` a Dataset: its first items are validated (the rest while loading); labels come
-    from the items, from ``dataset.targets`` or from ``y``; rows labelled ``-1`` become
-    outliers. ``y`` or ``X_outliers`` a Dataset: outliers streamed from it. Returns the
-    same dict as the array path, with ``"X"`` a :class:`DatasetView` when ``X`` is a
-    Dataset and ``"outliers"`` possibly a view.
-    """
-    num_workers = getattr(estimator, "num_workers", 0)
-    ds_outliers = []
-    if is_dataset(X_outliers):
-        ds_outliers.append(X_outliers)
-        X_outliers = None
-    if is_dataset(y):  # fit(X, outlier_dataset): label-free second positional argument
-        if ds_outliers:
-            raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
-                             "second positional argument AND as `X_outliers`; pass one.")
-        ds_outliers.append(y)
-        y = None
-    if not is_dataset(X):
-        out = estimator._prepare_fit_data(X, y, X_outliers)
-        shape, input_range = out["shape"], out["input_range"]
-        parts = [] if out["outliers"] is None else [out["outliers"]]
-        parts += [_outlier_view(d, shape, input_range) for d in ds_outliers]
-        out["outliers"] = combine_outliers(parts, num_workers)
-        return out
 
-    info = inspect_dataset(X, "X", min_samples=2)
-    shape = info.shape
-    input_range = estimator._resolve_input_range(shape)
-    n = len(X)
-    outlier_parts = []
-    labels = None
+def _array_inputs(X, y, X_outliers, p):
+    """The array / tensor path: ``X`` validated by scikit-learn (which records the feature
+    count and names on a :class:`FitRecord`), labels, outlier rows and arrays."""
+    record = FitRecord(p["estimator_name"])
+    Xc, _ = check_inputs(record, X, reset=True, min_samples=2)
+    shape = tuple(Xc.shape[1:])
+    input_range = resolve_input_range(p["input_range"], shape)
+    outlier_arrays, labels = [], None
+    if is_outlier_array(y, shape, len(Xc)):
+        if X_outliers is not None:
+            raise ValueError(_AMBIGUOUS)
+        outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
+    elif y is not None:
+        labels, is_out = labels_from_y(y, len(Xc), outlier_label=p["outlier_label"])
+        if is_out.all():
+            raise ValueError(f"All rows of `y` are {p['outlier_label']!r} (outliers); at least "
+                             "two in-distribution rows are needed.")
+        if is_out.any():
+            outlier_arrays.append(Xc[is_out])
+            Xc, labels = Xc[~is_out], labels[~is_out]
+        if len(Xc) < 2:
+            raise ValueError(f"Only {len(Xc)} in-distribution row(s) in X; at least 2 are needed.")
+    if X_outliers is not None:
+        outlier_arrays.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
+    check_input_range(Xc, input_range, "X")
+    for arr in outlier_arrays:
+        check_input_range(arr, input_range, "X_outliers")
+    source_array = None
+    if _is_array_param(p["outliers"]):  # same validation as X_outliers
+        source_array = check_more_inputs(p["outliers"], name="outliers", sample_shape=shape)
+        check_input_range(source_array, input_range, "outliers")
+    _check_two_classes(labels, p["backbone_is_name"])
+    return FitInputs(Xc, labels, shape, input_range, int(record.n_features_in_),
+                     getattr(record, "feature_names_in_", None),
+                     np.concatenate(outlier_arrays) if outlier_arrays else None, source_array)
+
+
+def _dataset_labels(X, y, X_outliers, info, shape, p, outlier_parts):
+    """Labels of a Dataset ``X`` (from its items, ``targets`` or ``y``); an outlier array
+    passed as ``y`` goes to ``outlier_parts``."""
     if info.labelled:
         if y is not None:
             raise ValueError("`X` is a Dataset yielding (x, y) pairs, and `y` was passed too; "
                              "pass the labels one way.")
-        labels = dataset_labels(X, info, "X", num_workers)
-    elif y is not None:
-        if is_outlier_array(y, shape):
-            if X_outliers is not None:
-                raise ValueError("Ambiguous call: fit(X_id, X_outliers) was given outliers as the "
-                                 "second positional argument AND as `X_outliers`; pass one.")
-            outlier_parts.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
-        else:
-            labels = y
+        return dataset_labels(X, info, "X", p["num_workers"])
+    if y is not None and is_outlier_array(y, shape):
+        if X_outliers is not None:
+            raise ValueError(_AMBIGUOUS)
+        outlier_parts.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
+        return None
+    return y
+
+
+def _dataset_inputs(X, y, X_outliers, p):
+    """The Dataset path: ``X`` a map-style Dataset, validated on its first items (the rest
+    while loading); rows labelled ``outlier_label`` become outliers."""
+    info = inspect_dataset(X, "X", min_samples=2)
+    shape = info.shape
+    input_range = resolve_input_range(p["input_range"], shape)
+    outlier_parts = []
+    labels = _dataset_labels(X, y, X_outliers, info, shape, p, outlier_parts)
     view = DatasetView(X, info, name="X", input_range=input_range)
     if labels is not None:
-        labels, is_out = labels_from_y(labels, n, outlier_label=getattr(estimator, "outlier_label", -1))
+        labels, is_out = labels_from_y(labels, len(X), outlier_label=p["outlier_label"])
         if is_out.all():
             raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
                              "rows are needed.")
@@ -115,16 +255,117 @@ def prepare_fit(estimator, X, y, X_outliers):
         view.labels = labels
         if len(view) < 2:
             raise ValueError(f"Only {len(view)} in-distribution row(s) in X; at least 2 are needed.")
-        if isinstance(estimator.backbone, str) and len(np.unique(labels)) < 2:
-            raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
-                             "of at least two classes, or fit without labels (y=None).")
+        _check_two_classes(labels, p["backbone_is_name"])
     if X_outliers is not None:
         outlier_parts.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
     for arr in outlier_parts:
         if isinstance(arr, np.ndarray):
             check_input_range(arr, input_range, "X_outliers")
-    outlier_parts += [_outlier_view(d, shape, input_range) for d in ds_outliers]
-    estimator.__dict__.pop("feature_names_in_", None)
-    estimator.n_features_in_ = int(shape[0])
-    return {"X": view, "labels": labels, "shape": shape, "input_range": input_range,
-            "outliers": combine_outliers(outlier_parts, num_workers)}
+    return FitInputs(view, labels, shape, input_range, int(shape[0]), None, outlier_parts)
+
+
+def prepare_fit_inputs(X, y=None, X_outliers=None, *, outliers=None, input_range="auto",
+                       outlier_label=-1, backbone_is_name=True, num_workers=0,
+                       estimator_name="AOEDetector"):
+    """Validate the data of ``fit`` once and describe it as a :class:`FitInputs`.
+
+    ``X`` an array / tensor: validated by scikit-learn (``n_features_in``,
+    ``feature_names_in``), uint8 images scaled to [0, 1]. ``X`` a map-style Dataset: its
+    first items are validated (the rest while loading), labels come from the items, from
+    ``dataset.targets`` or from ``y``. ``y`` may be labels (rows equal to ``outlier_label``
+    become outliers) or, label-free, an outlier array or Dataset; ``X_outliers`` an array
+    or Dataset. The keyword arguments are the estimator's parameters (:func:`input_params`).
+    """
+    p = {"outliers": outliers, "input_range": input_range, "outlier_label": outlier_label,
+         "backbone_is_name": backbone_is_name, "num_workers": num_workers,
+         "estimator_name": estimator_name}
+    ds_outliers = []
+    if is_dataset(X_outliers):
+        ds_outliers.append(X_outliers)
+        X_outliers = None
+    if is_dataset(y):  # fit(X, outlier_dataset): label-free second positional argument
+        if ds_outliers:
+            raise ValueError(_AMBIGUOUS)
+        ds_outliers.append(y)
+        y = None
+    if is_dataset(X):
+        inputs = _dataset_inputs(X, y, X_outliers, p)
+        parts = inputs.outliers
+    else:
+        inputs = _array_inputs(X, y, X_outliers, p)
+        if not ds_outliers:
+            return inputs
+        parts = [] if inputs.outliers is None else [inputs.outliers]
+    parts += [_outlier_view(d, inputs.sample_shape, inputs.input_range) for d in ds_outliers]
+    return dataclasses.replace(inputs, outliers=combine_outliers(parts, num_workers))
+
+
+def split_validation(inputs, validation_fraction, rng, num_workers=0):
+    """Hold out ID rows for the threshold (every class keeps a training row): a copy of
+    ``inputs`` with ``train_idx``, ``val_idx``, ``X_train``, ``X_val`` and ``train_data``.
+
+    ``round(validation_fraction * n)`` rows (at least 1 and at most ``n - 2`` when the
+    fraction is positive) of a permutation drawn from ``rng`` (a numpy RandomState) are held
+    out; a Dataset's statistics rows are a bounded subset drawn from ``rng`` next."""
+    X = inputs.X
+    n = len(X)
+    n_val = int(round(validation_fraction * n))
+    if validation_fraction > 0:
+        n_val = min(max(n_val, 1), n - 2)
+    perm = rng.permutation(n)
+    val_idx, tr_idx = keep_classes_in_training(perm, n_val, inputs.labels)
+    if isinstance(X, DatasetView):  # streamed; a bounded subset for statistics
+        train_data = X.view(tr_idx)
+        X_val = X.view(val_idx) if len(val_idx) else train_data
+        X_train = train_data.fit_subset(rng, num_workers=num_workers)
+    else:
+        X_train = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
+        X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if len(val_idx) else X_train
+        train_data = X_train
+    return dataclasses.replace(inputs, train_idx=tr_idx, val_idx=val_idx, X_train=X_train,
+                               X_val=X_val, train_data=train_data)
+
+
+def fit_outlier_source(inputs, outliers, generator, num_workers=0):
+    """The fitted outlier source of training, or None (no outlier exposure).
+
+    Outliers given with the data replace the ``outliers`` parameter (with ``outliers=None``
+    they are ignored, with a warning); a source with ``fit`` is fitted on ``X_train`` and
+    probed once (``sample(2, generator)`` must return samples of the ID shape)."""
+    if inputs.outliers is not None:
+        if outliers is None:
+            warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
+                          "outlier exposure; they are ignored.", UserWarning, stacklevel=3)
+            return None
+        source = outlier_source(inputs.outliers, num_workers)
+    elif is_dataset(outliers):
+        source = outlier_source(outliers, num_workers, inputs.input_range)
+    elif inputs.source_array is not None:
+        source = resolve_outliers(inputs.source_array, inputs.sample_shape)
+    else:
+        source = resolve_outliers(outliers, inputs.sample_shape)
+    if source is None:
+        return None
+    if hasattr(source, "fit"):
+        source.fit(inputs.X_train, generator)
+    probe = source.sample(2, generator)
+    if not isinstance(probe, torch.Tensor) or probe[0].numel() != inputs.X_train[0].numel():
+        raise ValueError(f"The outlier source returned {getattr(probe, 'shape', type(probe))} "
+                         f"for 2 samples; expected samples of shape {tuple(inputs.sample_shape)}.")
+    return source
+
+
+def prepare_fit(estimator, X, y, X_outliers):
+    """Deprecated (reachable as ``aoe_detect.data.prepare_fit``): the former dict form of
+    :func:`prepare_fit_inputs`, which also recorded ``n_features_in_`` on ``estimator``."""
+    inputs = prepare_fit_inputs(X, y, X_outliers, **input_params(estimator))
+    estimator.n_features_in_ = inputs.n_features_in
+    if inputs.feature_names_in is None:
+        estimator.__dict__.pop("feature_names_in_", None)
+    else:
+        estimator.feature_names_in_ = inputs.feature_names_in
+    out = {"X": inputs.X, "labels": inputs.labels, "shape": inputs.sample_shape,
+           "input_range": inputs.input_range, "outliers": inputs.outliers}
+    if not any_dataset(X):
+        out["source_array"] = inputs.source_array
+    return out

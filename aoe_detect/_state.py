@@ -5,21 +5,31 @@
 - :func:`check_param` / :func:`check_params`: re-check parameters where they are used
   (``set_params`` after ``fit`` changes them without a refit);
 - :func:`validate_nested`: attack and outlier-source objects check their own declared
-  ``_parameter_constraints`` (``attack__steps``, ``outliers__uniform__widen``).
+  ``_parameter_constraints`` (``attack__steps``, ``outliers__uniform__widen``,
+  ``loss__lam``);
+- :func:`check_fit_params`: the checks the declared constraints cannot express (margins,
+  ``checkpoint_dir``, ``compile`` options), done before training;
+- :func:`restore_point`: the snapshot that a failed ``fit`` restores.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
+import torch
 
 from ._compat import InvalidParameterError, validate_parameter_constraints
 from .exceptions import CalibrationWarning  # re-exported: its former home
+from .losses import loss_settings
 
 __all__ = ["CalibrationWarning", "conformal_offset", "keep_classes_in_training", "check_param",
-           "check_params", "validate_nested", "SCORING_PARAMS"]
+           "check_params", "validate_nested", "SCORING_PARAMS", "check_margin_params",
+           "check_fit_params", "restore_point"]
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 #: Parameters that change what scoring and ``perturb`` compute and that they read from the
 #: estimator itself (not from a fitted attribute): checked at every call, because
@@ -118,6 +128,81 @@ def validate_object(obj, path):
         validate_object(sub, f"{path}__{name}")
 
 
-def validate_nested(estimator, names=("attack", "outliers")):
+def validate_nested(estimator, names=("attack", "outliers", "loss")):
     for name in names:
         validate_object(getattr(estimator, name, None), name)
+
+
+def check_margin_params(estimator):
+    """``epsilon`` finite in float32; the margins (the loss object's or the shortcuts
+    ``m_in``/``m_out``) finite with ``m_out > m_in``."""
+    eps = estimator.epsilon
+    if not isinstance(eps, str) and eps > _F32_MAX:
+        raise ValueError(f"`epsilon`={eps!r} overflows float32 (max 3.4e38); pass a "
+                         "radius in the units of X, or 'auto'.")
+    for name in ("m_in", "m_out"):
+        v = getattr(estimator, name)
+        if not isinstance(v, str) and not math.isfinite(v):
+            raise ValueError(f"`{name}` must be a finite number or 'auto', got {v!r}.")
+    _, _, m_in, m_out = loss_settings(getattr(estimator, "loss", "energy"), None,
+                                      estimator.m_in, estimator.m_out)
+    if not isinstance(m_in, str) and not isinstance(m_out, str) and m_out <= m_in:
+        raise ValueError(f"`m_out` ({m_out}) must be greater than `m_in` ({m_in}).")
+
+
+def check_checkpoint_dir(d):
+    """Fail before training, not after the first epoch: the folder must be creatable
+    and writable."""
+    if d is None:
+        return
+    path = os.fspath(d)
+    if not path:
+        raise ValueError("`checkpoint_dir` is an empty string; pass a folder path or None "
+                         "(no checkpoints).")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`checkpoint_dir`={path!r} exists and is not a folder; pass a "
+                         "folder path (it is created if missing) or None.")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # nearest existing ancestor
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"`checkpoint_dir`={path!r} cannot be written ({parent!r} is not a "
+                         "writable folder); pass a writable folder or None.")
+
+
+def check_compile_option(compile_option):
+    """``compile`` options are checked before training (torch.compile raises only when
+    called, mid-fit, otherwise)."""
+    if not isinstance(compile_option, dict):
+        return
+    try:
+        torch.compile(torch.nn.Identity(), **compile_option)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError/TypeError/...
+        raise ValueError(f"`compile`={compile_option!r} is not valid for torch.compile: "
+                         f"{type(exc).__name__}: {exc}") from None
+
+
+def check_fit_params(estimator):
+    """Everything ``fit`` checks about its parameters before touching the data: the
+    declared constraints (scikit-learn), the nested attack / outlier-source objects, and
+    the margins, ``checkpoint_dir`` and ``compile`` checks above."""
+    estimator._validate_params()
+    validate_nested(estimator)  # attack / outlier-source objects: their own constraints
+    check_margin_params(estimator)
+    check_checkpoint_dir(estimator.checkpoint_dir)
+    check_compile_option(estimator.compile)
+
+
+def restore_point(estimator):
+    """Return a function that puts back the current attributes of ``estimator``. ``fit``
+    never modifies a module in place (a warm start trains a copy of ``module_``), so the
+    attributes (and the rows of ``history_``) are all there is to put back."""
+    attrs = estimator.__dict__.copy()
+    history = list(attrs.get("history_", []))
+
+    def restore():
+        estimator.__dict__.clear()
+        estimator.__dict__.update(attrs)
+        if "history_" in attrs:
+            estimator.history_ = history
+    return restore

@@ -7,31 +7,41 @@ loss, and an optimizer step (through a gradient scaler for float16). Everything 
 adds around that work is bookkeeping on tensors that stay on the device; the host reads a
 value once per epoch (and, on CUDA, checks the loss for NaN every ``check_every`` steps).
 
-:func:`stage_options` builds what a training stage needs besides data and optimizer: the
-forward module (``DistributedDataParallel`` and/or ``torch.compile`` wrappers around the
-plain module), the attack module, the autocast dtype, the grad scaler, the outlier feed and
-the batch provider.
+:func:`build_stage` builds everything a training stage keeps across its epochs into one
+:class:`Stage`: the optimizer and its cosine schedule, the forward module
+(``DistributedDataParallel`` and/or ``torch.compile`` wrappers around the plain module), the
+attack module, the autocast dtype, the grad scaler, the outlier feed, the batch provider, the
+loss and the progress bar. :func:`run_stage` runs its epochs: the snapshot of the last
+completed epoch, the rollback on a non-finite loss, ``history`` rows with the held-out
+validation numbers, and the per-epoch hook (the estimator's checkpoint).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
 from . import distributed
+from ._loading import TrainBatches
 from ._torch_utils import index_batches, steps_per_epoch, to_device
-from .data import TrainBatches
-from .exceptions import NonFiniteLossError  # re-exported: its former home
+from .exceptions import (NonFiniteLossError,  # noqa: F401  (re-exported: its former home)
+                         NonFiniteLossWarning, TrainingInterruptedWarning)
 from .losses import energy
 from .outliers import Mixture
 
-__all__ = ["index_batches", "steps_per_epoch", "train_epoch", "batched_outputs", "OutlierFeed",
-           "stage_options", "amp_dtype", "compiled", "NonFiniteLossError", "CUDA_CHECK_EVERY",
-           "validation_row", "still_falling"]
+__all__ = ["index_batches", "steps_per_epoch", "TrainOptions", "Stage", "Progress", "build_stage",
+           "train_epoch", "run_stage", "close_stage", "restore_kept", "check_finite", "make_optimizer",
+           "batched_outputs", "OutlierFeed", "amp_dtype", "compiled", "NonFiniteLossError",
+           "CUDA_CHECK_EVERY", "validation_probe", "validation_row", "still_falling"]
 
 #: On CUDA the loss is checked for NaN/inf every this many steps (each check makes the host
 #: wait for the GPU); on the CPU, where checking costs nothing, after every step.
@@ -66,6 +76,24 @@ def still_falling(losses, ratio=1.0, min_rel=0.02):
 
 #: Held-out rows (and synthetic outliers per family) scored after every epoch for ``history_``.
 VALIDATION_ROWS = 512
+
+
+def validation_probe(X_val, val_idx, labels, classes, num_workers=0):
+    """``(rows, class indices or None)``: at most :data:`VALIDATION_ROWS` held-out rows (a
+    tensor, loaded from a Dataset view) for the per-epoch numbers in ``history_``, with the
+    indices of their labels in ``classes`` (-1 for a label the training rows lack); None
+    when fewer than two rows are held out."""
+    n = min(len(val_idx), VALIDATION_ROWS)
+    if n < 2:
+        return None
+    Xv = X_val[:n] if isinstance(X_val, torch.Tensor) else \
+        X_val.view(np.arange(n)).to_tensor(int(num_workers))
+    yv = None
+    if labels is not None and classes is not None:
+        lab = np.asarray(labels)[val_idx[:n]]
+        known = np.isin(lab, classes)
+        yv = np.where(known, np.searchsorted(classes, lab).clip(0, len(classes) - 1), -1)
+    return Xv, yv
 
 
 def validation_row(model, X_val, y_val, source, *, temperature, device, seed=0):
@@ -176,47 +204,158 @@ class OutlierFeed:
         return x_out
 
 
-def stage_options(module, *, device, X, y, batch_size, generator, source=None, attack=None,
-                  eps=0.0, attack_fraction=1.0, clip=None, temperature=1.0,
-                  outlier_batch_size=None, amp=False, compile=False, channels_last=False,
-                  attack_refresh=1, ddp=False, num_workers=0):
-    """Keyword arguments of :func:`train_epoch` for one training stage (kept across epochs).
+@dataclass(frozen=True)
+class TrainOptions:
+    """The training parameters of one ``fit``, resolved once and shared by its stages.
+
+    ``clip`` is the valid input range (or None); ``channels_last`` is already resolved to a
+    bool; ``ddp`` says whether the stages train data-parallel over a process group.
+    """
+
+    batch_size: int
+    outlier_batch_size: int | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    attack_fraction: float = 1.0
+    clip: tuple | None = None
+    temperature: float = 1.0
+    amp: object = False
+    compile: object = False
+    channels_last: bool = False
+    attack_refresh: int = 1
+    ddp: bool = False
+    sync_batchnorm: object = "auto"
+    num_workers: int = 0
+    verbose: int = 0
+
+    @classmethod
+    def from_params(cls, params, **resolved):
+        """From the estimator's ``get_params(deep=False)`` and the values ``fit`` resolved
+        (``clip``, ``channels_last``, ``ddp``)."""
+        obs = params["outlier_batch_size"]
+        return cls(batch_size=int(params["batch_size"]),
+                   outlier_batch_size=None if obs is None else int(obs),
+                   optimizer=params["optimizer"], lr=params["lr"],
+                   attack_fraction=params["attack_fraction"],
+                   temperature=params["temperature"], amp=params["amp"],
+                   compile=params["compile"], attack_refresh=int(params["attack_refresh"]),
+                   sync_batchnorm=params.get("sync_batchnorm", "auto"),
+                   num_workers=int(params["num_workers"]), verbose=params["verbose"], **resolved)
+
+
+@dataclass
+class Stage:
+    """One training stage (``"pretrain"`` or ``"finetune"``), built once by
+    :func:`build_stage` and kept across its epochs.
+
+    ``module`` is the plain module being trained; ``forward_model`` runs the training forward
+    (DDP and/or ``torch.compile`` wrappers), ``attack_model`` the attack on the outliers.
+    ``feed`` draws and perturbs the outliers (None without outlier exposure); ``batches``
+    replaces in-memory batching for Datasets and several processes.
+    """
+
+    name: str
+    epochs: int
+    module: torch.nn.Module
+    X: object
+    y: torch.Tensor | None
+    loss_fn: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    generator: torch.Generator
+    device: torch.device
+    options: TrainOptions
+    forward_model: object = None
+    attack_model: object = None
+    autocast_dtype: object = None
+    scaler: object = None
+    source: object = None
+    feed: OutlierFeed | None = None
+    batches: TrainBatches | None = None
+    world: int = 1
+    check_every: int = 1
+    bar: object = None
+    sync_handle: object = None
+
+
+@dataclass
+class Progress:
+    """Where ``fit`` is (for the interrupt message) and ``kept``: ``(weights, len(history))``
+    of the last completed epoch (the initial weights once training started)."""
+
+    where: str = "fit"
+    kept: tuple | None = None
+
+
+def make_optimizer(params, options):
+    """A fresh optimizer over ``params``: Adam, or SGD with Nesterov momentum 0.9."""
+    if options.optimizer == "adam":
+        return torch.optim.Adam(params, lr=options.lr)
+    return torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True)
+
+
+def _outlier_feed(source, attack, eps, options, generator, dtype, rank, world, cuda):
+    """The :class:`OutlierFeed` of a stage (a Dataset source streams its batches)."""
+    stream = None
+    if hasattr(source, "stream"):
+        seed = (generator.initial_seed() + 2) % (2**31 - 1)
+        m = options.outlier_batch_size or options.batch_size
+        stream = source.stream(len(range(rank, m, world)), seed, rank, world, pin_memory=cuda)
+    return OutlierFeed(source, attack=attack, eps=eps, attack_fraction=options.attack_fraction,
+                       clip=options.clip, temperature=options.temperature, autocast_dtype=dtype,
+                       refresh=options.attack_refresh, rank=rank, world=world, stream=stream)
+
+
+def build_stage(name, epochs, module, X, y, *, loss_fn, generator, device, options,
+                source=None, attack=None, eps=0.0):
+    """Build the optimizer, the cosine schedule over ``epochs`` epochs, the progress bar,
+    synchronised BatchNorm, the gradient scaler, the autocast dtype, the forward / attack
+    wrappers, the outlier feed and the batch provider of one stage.
 
     ``X``/``y`` are the training inputs: a float32 tensor with labels, or a
-    :class:`~aoe_detect.data.DatasetView` with targets aligned to its rows. ``ddp`` wraps
-    the forward module in ``DistributedDataParallel`` (the process group must be
-    initialised); the attack always runs on the plain module (an input gradient needs no
-    gradient synchronisation). DataLoader seeds derive from ``generator.initial_seed()``
-    without drawing from it, so streaming a Dataset consumes the same random numbers as
-    training on the equivalent tensor.
+    :class:`~aoe_detect._loading.DatasetView` with targets aligned to its rows. With
+    ``options.ddp`` the forward module is wrapped in ``DistributedDataParallel`` (the
+    process group must be initialised); the attack always runs on the plain module (an input
+    gradient needs no gradient synchronisation). DataLoader seeds derive from
+    ``generator.initial_seed()`` without drawing from it, so streaming a Dataset consumes the
+    same random numbers as training on the equivalent tensor. ``eps`` is the attack radius
+    (a float or a tensor on ``device``).
     """
-    rank, world = (distributed.rank(), distributed.world_size()) if ddp else (0, 1)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("The `backbone` has no trainable parameters (module.parameters() "
+                         "with requires_grad=True is empty); pass a module with weights to "
+                         "train, or epochs=0 and pretrain_epochs=0 to only calibrate it.")
+    opt = make_optimizer(params, options)
+    rank, world = (distributed.rank(), distributed.world_size()) if options.ddp else (0, 1)
+    steps = steps_per_epoch(len(X), options.batch_size, world)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps))
+    bar = None
+    if options.verbose and distributed.is_main_process():
+        bar = tqdm(total=epochs * steps, desc=name, leave=False)
+    sync_handle = None
+    if options.ddp and distributed.use_sync_batchnorm(options.sync_batchnorm, module):
+        sync_handle = distributed.convert_sync_batchnorm(module, device)
     cuda = device.type == "cuda"
-    dtype = amp_dtype(amp, device)
+    dtype = amp_dtype(options.amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-    if channels_last:
+    if options.channels_last:
         module.to(memory_format=torch.channels_last)
-    forward_model = distributed.wrap(module, device) if ddp else module
-    forward_model = compiled(forward_model, compile)
-    attack_model = compiled(module, compile)
+    forward_model = compiled(distributed.wrap(module, device) if options.ddp else module,
+                             options.compile)
     feed = None
     if source is not None:
-        stream = None
-        if hasattr(source, "stream"):
-            seed = (generator.initial_seed() + 2) % (2**31 - 1)
-            m = outlier_batch_size or batch_size
-            stream = source.stream(len(range(rank, m, world)), seed, rank, world, pin_memory=cuda)
-        feed = OutlierFeed(source, attack=attack, eps=eps, attack_fraction=attack_fraction,
-                           clip=clip, temperature=temperature, autocast_dtype=dtype,
-                           refresh=attack_refresh, rank=rank, world=world, stream=stream)
+        feed = _outlier_feed(source, attack, eps, options, generator, dtype, rank, world, cuda)
     batches = None
     if world > 1 or not isinstance(X, torch.Tensor):
-        batches = TrainBatches(X, y, batch_size, rank, world, num_workers, pin_memory=cuda,
+        batches = TrainBatches(X, y, options.batch_size, rank, world, options.num_workers,
+                               pin_memory=cuda,
                                seed=(generator.initial_seed() + 1) % (2**31 - 1))
-    return {"forward_model": forward_model, "attack_model": attack_model,
-            "autocast_dtype": dtype, "scaler": scaler, "feed": feed, "batches": batches,
-            "channels_last": bool(channels_last), "world": world,
-            "check_every": CUDA_CHECK_EVERY if cuda else 1}
+    return Stage(name, epochs, module, X, y, loss_fn, opt, sched, generator, device, options,
+                 forward_model=forward_model, attack_model=compiled(module, options.compile),
+                 autocast_dtype=dtype, scaler=scaler, source=source, feed=feed, batches=batches,
+                 world=world, check_every=CUDA_CHECK_EVERY if cuda else 1, bar=bar,
+                 sync_handle=sync_handle)
 
 
 def _tensor_batches(X, y, batch_size, generator):
@@ -232,22 +371,44 @@ def _raise_if_nonfinite(flag, loss, steps, world, check_every):
         raise NonFiniteLossError(f"loss became {loss.item()} {where}")
 
 
-def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, device,
-                source=None, outlier_batch_size=None, attack=None, eps=0.0, attack_fraction=1.0,
-                clip=None, temperature=1.0, scheduler=None, progress=None, feed=None,
-                batches=None, forward_model=None, attack_model=None, autocast_dtype=None,
-                scaler=None, channels_last=False, world=1, check_every=1):
-    """One epoch over the ID data ``X`` (float32 CPU tensor) with labels ``y`` (or None).
+def _forward(stage, x_in, x_out):
+    """Logits (float32) of ONE train-mode forward over ``cat(x_in, x_out)``."""
+    batch = x_in if x_out is None else torch.cat([x_in, x_out])
+    if stage.options.channels_last and batch.dim() == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    dtype = stage.autocast_dtype
+    with torch.autocast(stage.device.type, dtype=dtype, enabled=dtype is not None):
+        logits = stage.forward_model(batch)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != len(batch):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"The `backbone` must return 2-D logits (n_samples, n_classes) in "
+                         f"train mode too; got {shape} for a batch of {len(batch)} in train "
+                         "mode. Fix its forward (e.g. no squeeze()/flatten of the batch axis).")
+    return logits.float()
+
+
+def _step(stage, loss):
+    """Backward pass, optimizer step (through the gradient scaler for float16), schedule."""
+    stage.optimizer.zero_grad(set_to_none=True)
+    if stage.scaler is not None:
+        stage.scaler.scale(loss).backward()
+        stage.scaler.step(stage.optimizer)
+        stage.scaler.update()
+    else:
+        loss.backward()
+        stage.optimizer.step()
+    stage.scheduler.step()
+
+
+def train_epoch(stage, progress=None):
+    """One epoch of ``stage`` over its ID data (float32 tensor or batch provider).
 
     Each step: draw ``outlier_batch_size`` outliers (default: as many as ID rows in the
-    global batch) from ``feed`` (or from ``source``, perturbing the first
-    ``round(attack_fraction * n_out)`` with ``attack``, model in eval mode), then ONE
-    forward over ``cat(ID, outliers)`` in train mode, the loss, and an optimizer step.
-
-    ``batches`` (a :class:`~aoe_detect.data.TrainBatches`) replaces ``X``/``y`` (Datasets,
-    several processes); ``forward_model`` (DDP/compiled wrapper of ``model``) runs the
-    training forward, ``attack_model`` the attack. With ``world > 1`` the epoch means are
-    averaged over the processes.
+    global batch) from the stage's feed (the first ``round(attack_fraction * n_out)``
+    perturbed by the attack, model in eval mode), then ONE forward over
+    ``cat(ID, outliers)`` in train mode, the loss, and an optimizer and scheduler step.
+    With several processes the epoch means are averaged over them. ``progress``: a tqdm
+    bar advanced once per step.
 
     Returns
     -------
@@ -257,72 +418,159 @@ def train_epoch(model, X, y, *, optimizer, loss_fn, batch_size, generator, devic
         the outliers after perturbation), ``steps`` and ``seconds``.
     """
     t0 = time.perf_counter()
-    sums = {}
-    steps = 0
-    if feed is None and source is not None:
-        feed = OutlierFeed(source, attack=attack, eps=eps, attack_fraction=attack_fraction,
-                           clip=clip, temperature=temperature, autocast_dtype=autocast_dtype)
-    fwd = model if forward_model is None else forward_model
-    att = model if attack_model is None else attack_model
+    sums, steps, pending = {}, 0, None
+    model, opts, device = stage.module, stage.options, stage.device
     model.train()
-    fwd.train()
-    pending = None
-    it = batches.epoch(generator) if batches is not None else _tensor_batches(X, y, batch_size,
-                                                                               generator)
+    stage.forward_model.train()
+    it = (stage.batches.epoch(stage.generator) if stage.batches is not None
+          else _tensor_batches(stage.X, stage.y, opts.batch_size, stage.generator))
     for x_in, y_in, n_global in it:
-        x_in = to_device(x_in, device, channels_last)
+        x_in = to_device(x_in, device, opts.channels_last)
         y_in = None if y_in is None else to_device(y_in, device)
         x_out = None
-        if feed is not None:
-            x_out = feed.next(att, outlier_batch_size or n_global, generator, device)
+        if stage.feed is not None:
+            x_out = stage.feed.next(stage.attack_model, opts.outlier_batch_size or n_global,
+                                    stage.generator, device)
             model.train()
-        batch = x_in if x_out is None else torch.cat([x_in, x_out])
-        if channels_last and batch.dim() == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = fwd(batch)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or len(logits) != len(batch):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"The `backbone` must return 2-D logits (n_samples, n_classes) in "
-                             f"train mode too; got {shape} for a batch of {len(batch)} in train "
-                             "mode. Fix its forward (e.g. no squeeze()/flatten of the batch axis).")
-        logits = logits.float()
+        logits = _forward(stage, x_in, x_out)
         logits_in, logits_out = logits[: len(x_in)], (None if x_out is None else logits[len(x_in):])
-        loss, parts = loss_fn(logits_in, y_in, logits_out)
+        loss, parts = stage.loss_fn(logits_in, y_in, logits_out)
         bad = ~torch.isfinite(loss.detach())
         pending = bad if pending is None else pending | bad
-        if (steps + 1) % check_every == 0:
-            _raise_if_nonfinite(pending, loss, steps + 1, world, check_every)
+        if (steps + 1) % stage.check_every == 0:
+            _raise_if_nonfinite(pending, loss, steps + 1, stage.world, stage.check_every)
             pending = None
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        _step(stage, loss)
         with torch.no_grad():
             row = {"loss": loss.detach(), **parts,
-                   "mean_energy_id": energy(logits_in.detach(), temperature).mean()}
+                   "mean_energy_id": energy(logits_in.detach(), opts.temperature).mean()}
             if logits_out is not None:
-                row["mean_energy_outlier"] = energy(logits_out.detach(), temperature).mean()
+                row["mean_energy_outlier"] = energy(logits_out.detach(), opts.temperature).mean()
         for k_, v in row.items():
             sums[k_] = sums.get(k_, 0.0) + v
         steps += 1
         if progress is not None:
             progress.update(1)
     if pending is not None:
-        _raise_if_nonfinite(pending, loss, steps, world, check_every)
-    if world > 1:
+        _raise_if_nonfinite(pending, loss, steps, stage.world, stage.check_every)
+    if stage.world > 1:
         sums = distributed.mean_over_ranks(sums)
     out = {k_: float(v) / max(steps, 1) for k_, v in sums.items()}
     out.setdefault("mean_energy_outlier", math.nan)
     out["steps"] = steps
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def check_finite(module, probe_scores):
+    """The last step of an epoch is not followed by a loss: raise
+    :class:`NonFiniteLossError` if a weight or buffer of ``module`` or a probe score
+    (``probe_scores()``) is not finite, so that a diverged epoch is never kept."""
+    bad = [k for k, v in module.state_dict().items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteLossError(f"non-finite values in {bad[:3]} after the epoch")
+    if not np.isfinite(probe_scores()).all():
+        raise NonFiniteLossError("scores of training inputs became non-finite")
+
+
+def restore_kept(module, history, progress):
+    """After a KeyboardInterrupt: put the weights and the ``history`` rows of the last
+    completed epoch (``progress.kept``) back, eval mode, with a
+    :class:`TrainingInterruptedWarning` naming where ``fit`` was interrupted."""
+    weights, n_hist = progress.kept
+    module.load_state_dict(weights)
+    del history[n_hist:]
+    module.eval()
+    warnings.warn(f"fit interrupted in {progress.where}; the weights of the last "
+                  f"completed epoch ({n_hist} in history_) are kept and the threshold is "
+                  "computed.", TrainingInterruptedWarning, stacklevel=4)
+
+
+def warn_non_finite(stage, epoch, exc):
+    """The :class:`NonFiniteLossWarning` of a stage stopped in ``epoch`` (0-based), with a
+    hint at what to change."""
+    hint = ("lower `lr`" if stage == "pretrain" else
+            "lower `lr`, or check what scales the outlier term: `epsilon` / the "
+            "attack's `eps`, the outlier source's spread (e.g. `widen`, `scale`), "
+            "`lam` and the margins")
+    warnings.warn(f"Training stopped in {stage} epoch {epoch + 1}: {exc}. The "
+                  f"weights of the last completed epoch are kept; {hint}.",
+                  NonFiniteLossWarning, stacklevel=3)
+
+
+def _show(stage, row):
+    """The loss parts (and, with ``verbose >= 2``, the validation numbers) on the bar."""
+    keys = ["loss", "ce", "energy_in", "energy_out"]
+    if stage.options.verbose >= 2:  # and the held-out validation numbers
+        keys += [k for k in row if k.startswith("val_")]
+    stage.bar.set_postfix({k: f"{row[k]:.3g}" for k in keys})
+
+
+def _warn_if_still_falling(stage, history, done):
+    losses = [r["loss"] for r in history if r["stage"] == stage.name]
+    if still_falling(losses[done:]):
+        param = "pretrain_epochs" if stage.name == "pretrain" else "epochs"
+        warnings.warn(
+            f"{stage.name}: the training loss was still falling steeply in the last "
+            f"{max(1, stage.epochs // 5)} of {stage.epochs} epochs (see history_); training has "
+            f"not converged. Increase `{param}` or `lr`.", ConvergenceWarning, stacklevel=3)
+
+
+def close_stage(stage):
+    """Close the bar, put plain BatchNorm back and (data-parallel) take rank 0's weights and
+    BatchNorm statistics everywhere."""
+    if stage.bar is not None:
+        stage.bar.close()
+    if stage.sync_handle is not None:
+        distributed.revert_sync_batchnorm(stage.sync_handle)
+    if stage.options.ddp:  # BatchNorm statistics differ per rank: take rank 0's
+        distributed.broadcast_module(stage.module)
+
+
+def run_stage(stage, *, history, progress, probe_scores, validation=None, on_epoch_end=None):
+    """Run the epochs of ``stage``, appending one row per epoch to ``history``; return True
+    if training had to stop early (non-finite loss or weights: the weights of the last
+    completed epoch are restored and a :class:`NonFiniteLossWarning` says so).
+
+    ``progress`` (a :class:`Progress`) is updated to ``(weights, len(history))`` before the
+    first epoch and after every completed one, so that a ``KeyboardInterrupt`` can keep
+    them. ``probe_scores()`` returns scores that must be finite after each epoch;
+    ``validation`` is ``(X_val, y_val)`` for the held-out numbers of each row (see
+    :func:`validation_row`); ``on_epoch_end()`` runs after each completed epoch (the
+    checkpoint). The stage is closed (:func:`close_stage`) whatever happens. Epochs are
+    numbered on from the rows of this stage already in ``history`` (warm start).
+    """
+    module, opts = stage.module, stage.options
+    done = sum(r["stage"] == stage.name for r in history)  # warm start: keep counting
+    try:
+        progress.kept = (copy.deepcopy(module.state_dict()), len(history))
+        for epoch in range(done, done + stage.epochs):
+            progress.where = f"{stage.name} epoch {epoch + 1}"
+            snapshot = progress.kept[0]
+            try:
+                row = train_epoch(stage, progress=stage.bar)
+                check_finite(module, probe_scores)
+            except NonFiniteLossError as exc:
+                module.load_state_dict(snapshot)
+                warn_non_finite(stage.name, epoch, exc)
+                return True
+            row = {"stage": stage.name, "epoch": epoch + 1, **row}
+            if validation is not None:  # held-out numbers, no real OOD data
+                row.update(validation_row(module, *validation, stage.source,
+                                          temperature=opts.temperature, device=stage.device,
+                                          seed=len(history)))
+            history.append(row)
+            progress.kept = (copy.deepcopy(module.state_dict()), len(history))
+            progress.where = f"{stage.name} epoch {epoch + 1} (after it completed)"
+            if stage.bar is not None:
+                _show(stage, row)
+            if on_epoch_end is not None:
+                on_epoch_end()
+        _warn_if_still_falling(stage, history, done)
+    finally:
+        close_stage(stage)
+    return False
 
 
 def batched_outputs(model, X, fn, *, batch_size, device, autocast_dtype=None, out=None,

@@ -6,11 +6,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sklearn.base import BaseEstimator
+from sklearn.utils import check_array
+
 from ._compat import validate_data
 from ._torch_utils import pixels_to_unit
 
 __all__ = ["to_numpy", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
-           "is_outlier_array"]
+           "is_outlier_array", "check_epsilon", "FitRecord"]
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class FitRecord(BaseEstimator):
+    """Stands in for the estimator in scikit-learn's ``validate_data(reset=True)``: it
+    receives ``n_features_in_`` and ``feature_names_in_`` so that the fit-input path returns
+    them and only the estimator sets its own attributes. Error messages name
+    ``estimator_name``."""
+
+    def __init__(self, estimator_name="AOEDetector"):
+        self.estimator_name = estimator_name
 
 
 def to_numpy(a, name):
@@ -112,8 +127,9 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
         X = np.asarray(X)  # n_features_in_ is the channel count for (n, h, w) input too
         if X.ndim >= 3:
             X = _channels_first(X, name)
+    name_in_errors = estimator.estimator_name if isinstance(estimator, FitRecord) else estimator
     X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
-                      ensure_min_samples=min_samples)
+                      ensure_min_samples=min_samples, estimator=name_in_errors)
     X = np.asarray(X)
     if not reset:
         expected = estimator.input_shape_
@@ -134,8 +150,6 @@ def check_more_inputs(X, *, name, sample_shape):
     X = _reject_bad_dtype(X, name)
     _check_n_dims_and_samples(X, name, 1)
     was_uint8 = getattr(X, "dtype", None) == np.uint8
-    from sklearn.utils import check_array
-
     X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name=name,
                     ensure_min_samples=1)
     X = np.asarray(X)
@@ -267,3 +281,34 @@ def is_outlier_array(y, sample_shape, n_samples=None):
                          "next to a one-feature X could be labels or outliers; pass labels as "
                          "y.ravel() (integers) or outliers as `X_outliers=`.")
     return matches
+
+
+def check_epsilon(epsilon, sample_shape, name="epsilon"):
+    """A real number or one per feature, finite in float32 and >= 0; bools and strings
+    are refused (``True`` is not a radius, ``"0.1"`` is not a number). Returns a float or
+    a float32 array broadcastable to ``sample_shape``."""
+    msg = (f"`{name}` must be None, a number >= 0 or an array of one radius per feature "
+           f"(shape {tuple(sample_shape)} or broadcastable to it), finite in float32; "
+           f"got {epsilon!r}.")
+    if isinstance(epsilon, (bool, np.bool_, str, bytes)):
+        raise TypeError(msg)
+    if isinstance(epsilon, torch.Tensor):
+        epsilon = epsilon.detach().cpu().numpy()
+    try:
+        e = np.asarray(epsilon)
+    except (TypeError, ValueError):
+        raise TypeError(msg) from None
+    if e.dtype.kind not in "iuf":
+        raise TypeError(msg)
+    e = e.astype(np.float64)
+    if not (np.isfinite(e).all() and (e >= 0).all() and (np.abs(e) <= _F32_MAX).all()):
+        raise ValueError(msg)
+    if e.ndim:
+        try:
+            np.broadcast_shapes(e.shape, tuple(sample_shape))
+        except ValueError:
+            raise ValueError(msg) from None
+        if e.ndim > len(sample_shape):
+            raise ValueError(msg)
+        return e.astype(np.float32)
+    return float(e)

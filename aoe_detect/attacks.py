@@ -34,10 +34,16 @@ import torch
 from sklearn.base import BaseEstimator
 
 from ._compat import Interval
+from ._validation import check_epsilon
 from .losses import energy
 
 __all__ = ["fgsm", "pgd", "gaussian_augment", "FGSM", "PGD", "GaussianAugment", "ATTACKS",
            "resolve_attack", "eval_mode"]
+
+#: Default FGSM/PGD radius for images in [0, 1]: the standard L-inf budget 8/255.
+AUTO_IMAGE_EPS = 8.0 / 255.0
+#: Default radius for tabular data, as a fraction of each feature's standard deviation.
+AUTO_TABULAR_EPS = 0.1
 
 
 @contextmanager
@@ -331,3 +337,26 @@ def resolve_attack(attack):
         return attack
     raise TypeError(f"`attack` must be None, one of {sorted(['none', *ATTACKS])} or an object "
                     f"with a `perturb` method, got {type(attack).__name__}.")
+
+
+def resolve_epsilon(epsilon, X_tr, sample_shape):
+    """The estimator's ``epsilon`` shortcut -> ``epsilon_``: a float as given, or for
+    ``"auto"`` :data:`AUTO_IMAGE_EPS` for images and ``AUTO_TABULAR_EPS *`` each feature's
+    standard deviation (of the float32 training tensor ``X_tr``) for tabular data."""
+    if epsilon != "auto":
+        return float(epsilon)
+    if len(sample_shape) == 3:
+        return AUTO_IMAGE_EPS
+    return (AUTO_TABULAR_EPS * X_tr.std(0)).numpy().astype(np.float32)
+
+
+def attack_radius(attack, default, sample_shape, device):
+    """The one place that decides the radius an attack runs with: the attack object's own
+    ``eps`` (``attack__eps``, validated against ``sample_shape``) when set, else ``default``
+    (the detector's ``epsilon_`` or the ``epsilon`` given to ``perturb``). Per-feature radii
+    become float32 tensors on ``device``."""
+    own = getattr(attack, "eps", None)
+    eps = default if own is None else check_epsilon(own, sample_shape, "attack__eps")
+    if isinstance(eps, np.ndarray):
+        eps = torch.from_numpy(np.ascontiguousarray(eps, dtype=np.float32)).to(device)
+    return eps

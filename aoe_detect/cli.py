@@ -200,7 +200,14 @@ def build_parser():
     sub = p.add_subparsers(dest="command", metavar="{demo,benchmark,fit,score}",
                            parser_class=_Parser)
     sub.required = True
+    _add_demo(sub)
+    _add_benchmark(sub)
+    _add_fit(sub)
+    _add_score(sub)
+    return p
 
+
+def _add_demo(sub):
     d = sub.add_parser("demo", help="train no-OE, OE and AOE on the embedded sample and compare",
                        description=(
                            "Pretrain a small CNN on the Fashion-MNIST sample shipped with the "
@@ -216,6 +223,8 @@ def build_parser():
     d.add_argument("--seed", type=_seed, default=0, help="random seed (default: %(default)s)")
     _common_runtime(d)
 
+
+def _add_benchmark(sub):
     b = sub.add_parser("benchmark", help="run the paper-reproduction suite",
                        description=(
                            "Run the AOE paper suite (OOD detection, adversarial OOD detection, ID "
@@ -254,6 +263,8 @@ def build_parser():
     b.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     _common_runtime(b)
 
+
+def _add_fit(sub):
     f = sub.add_parser("fit", help="fit a detector on array files and save it",
                        description=(
                            "Fit an AOEDetector on in-distribution inputs (.npy, or .npz with keys "
@@ -303,6 +314,8 @@ def build_parser():
                    help="print one JSON object (n_id, offset, seconds, device, out) to stdout")
     _common_runtime(f)
 
+
+def _add_score(sub):
     s = sub.add_parser("score", help="score inputs with a saved detector",
                        description=(
                            "Load a detector saved by 'aoe-detect fit' (or AOEDetector.save) and "
@@ -323,7 +336,6 @@ def build_parser():
                         "metrics (auroc, aupr_in, aupr_out, fpr95) to stdout")
     s.add_argument("--device", type=_device, default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
-    return p
 
 
 def _common_runtime(p):

@@ -78,7 +78,7 @@ _SYSTEM_DIRS = {
     ),
 }
 
-_SAMPLE_PATH = Path(__file__).resolve().parent / "data" / "sample.npz"
+_SAMPLE_PATH = Path(__file__).resolve().parent / "sample_data" / "sample.npz"
 
 # IDX type codes (third byte of the magic number) -> big-endian numpy dtype.
 _IDX_DTYPES = {
@@ -119,6 +119,24 @@ _IDX_SETS = {
 # --------------------------------------------------------------------------------------
 # IDX reader
 # --------------------------------------------------------------------------------------
+def _read_maybe_gzipped(path):
+    """The bytes of ``path``, decompressed when its first bytes are the gzip magic."""
+    if not path.is_file():
+        raise FileNotFoundError(f"IDX file not found: {path}")
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == b"\x1f\x8b"
+    if not is_gzip:
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as exc:
+        raise ValueError(
+            f"{path}: truncated or corrupt gzip stream ({exc}); delete the file and "
+            "obtain it again"
+        ) from exc
+
+
 def read_idx(path):
     """Read an IDX file (the MNIST file format), gzipped or raw, into a numpy array.
 
@@ -156,22 +174,7 @@ def read_idx(path):
     array([7, 0, 9], dtype=uint8)
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"IDX file not found: {path}")
-    with open(path, "rb") as f:
-        is_gzip = f.read(2) == b"\x1f\x8b"
-    if is_gzip:
-        try:
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        except (EOFError, OSError, zlib.error) as exc:
-            raise ValueError(
-                f"{path}: truncated or corrupt gzip stream ({exc}); delete the file and "
-                "obtain it again"
-            ) from exc
-    else:
-        data = path.read_bytes()
-
+    data = _read_maybe_gzipped(path)
     if len(data) < 4:
         raise ValueError(
             f"{path}: truncated IDX file: {len(data)} bytes, shorter than the 4-byte magic "
@@ -846,8 +849,8 @@ def load_photo_patches(n, shape=(28, 28), random_state=None):
 def load_sample():
     """Load the small data sample shipped inside the package (no download, no files).
 
-    The sample (``aoe_detect/data/sample.npz``, built by ``aoe_detect/data/make_sample.py``;
-    sources and licences in ``aoe_detect/data/LICENSES.md``) holds class-balanced subsets,
+    The sample (``aoe_detect/sample_data/sample.npz``, built by ``aoe_detect/sample_data/make_sample.py``;
+    sources and licences in ``aoe_detect/sample_data/LICENSES.md``) holds class-balanced subsets,
     each selected deterministically (seeded) from the official files:
 
     * ``"fashion_train"``: 3000 Fashion-MNIST training images, 300 per class (Zalando, MIT);
@@ -879,8 +882,8 @@ def load_sample():
     if not _SAMPLE_PATH.is_file():
         raise FileNotFoundError(
             f"the embedded sample {_SAMPLE_PATH} is missing: the package was installed "
-            "without its package data (setup.cfg package_data must include data/*.npz); "
-            "regenerate it with `python aoe_detect/data/make_sample.py`"
+            "without its package data (setup.cfg package_data must include sample_data/*.npz); "
+            "regenerate it with `python aoe_detect/sample_data/make_sample.py`"
         )
     sample = {}
     with np.load(_SAMPLE_PATH, allow_pickle=False) as npz:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 from torch import nn
 
 from . import outliers as _outliers
@@ -195,6 +196,69 @@ def _build_models(latent_dim, shape, width, spectral_norm, seed):
     return G, D
 
 
+def _as_images(X):
+    """``X`` as a tensor of at least 2 images ``(n, c, h, w)`` (one channel added to 3-D)."""
+    X = torch.as_tensor(X).detach()
+    if X.dim() == 3:
+        X = X.unsqueeze(1)
+    if X.dim() != 4 or len(X) < 2:
+        raise ValueError(f"`X` must be at least 2 images of shape (n, h, w) or (n, c, h, w), got "
+                         f"shape {tuple(X.shape)}.")
+    return X
+
+
+def _gan_epochs(G, D, X, *, epochs, bs, lr, generator, device, verbose):
+    """The epochs of :func:`train_gan` (Adam for both networks); its history."""
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
+    epoch_iter = range(1, int(epochs) + 1)
+    bar = None
+    if verbose:
+        epoch_iter = bar = tqdm(epoch_iter, desc="GAN", unit="epoch")
+    history = []
+    try:
+        for epoch in epoch_iter:
+            start = time.perf_counter()
+            d_mean, g_mean = _gan_epoch(G, D, X, (opt_g, opt_d), bs, generator, device)
+            row = {"epoch": epoch, "d_loss": d_mean, "g_loss": g_mean,
+                   "seconds": time.perf_counter() - start}
+            history.append(row)
+            if bar is not None:
+                bar.set_postfix(d_loss=f"{row['d_loss']:.3f}", g_loss=f"{row['g_loss']:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _gan_epoch(G, D, X, optimizers, bs, generator, device):
+    """One epoch of :func:`train_gan`; the mean discriminator and generator losses."""
+    opt_g, opt_d = optimizers
+    ones, zeros = torch.ones(bs, device=device), torch.zeros(bs, device=device)
+    n = len(X)
+    perm = torch.randperm(n, generator=generator)
+    d_sum = g_sum = torch.zeros((), device=device)
+    steps = n // bs
+    for i in range(steps):
+        real = X[perm[i * bs:(i + 1) * bs].to(device)]
+        z = torch.randn((bs, G.latent_dim), generator=generator).to(device)
+        fake = G(z)
+        # discriminator step: real -> 1, fake -> 0
+        d_loss = (F.binary_cross_entropy_with_logits(D(real), ones)
+                  + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        # generator step, non-saturating: fake -> 1
+        g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        d_sum = d_sum + d_loss.detach()
+        g_sum = g_sum + g_loss.detach()
+    return float(d_sum) / steps, float(g_sum) / steps
+
+
 def train_gan(X, *, latent_dim: int = 64, epochs: int = 10, batch_size: int = 128,
               lr: float = 2e-4, width: int = 64, spectral_norm: bool = False,
               generator: torch.Generator | None = None, device="cpu", verbose: int = 0):
@@ -258,64 +322,16 @@ def train_gan(X, *, latent_dim: int = 64, epochs: int = 10, batch_size: int = 12
     >>> len(hist), sorted(hist[0])
     (1, ['d_loss', 'epoch', 'g_loss', 'seconds'])
     """
-    X = torch.as_tensor(X).detach()
-    if X.dim() == 3:
-        X = X.unsqueeze(1)
-    if X.dim() != 4 or len(X) < 2:
-        raise ValueError(f"`X` must be at least 2 images of shape (n, h, w) or (n, c, h, w), got "
-                         f"shape {tuple(X.shape)}.")
+    X = _as_images(X)
     shape = _image_shape(X.shape[1:], "X.shape[1:]")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     device = _resolve_device(device)
-    n = len(X)
-    bs = min(int(batch_size), n)
-
     G, D = _build_models(latent_dim, shape, width, spectral_norm, _torch_seed(generator))
     G, D = G.to(device).train(), D.to(device).train()
     X = X.to(device=device, dtype=torch.float32)
-    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
-    ones, zeros = torch.ones(bs, device=device), torch.zeros(bs, device=device)
-
-    epoch_iter = range(1, int(epochs) + 1)
-    bar = None
-    if verbose:
-        from tqdm.auto import tqdm
-
-        epoch_iter = bar = tqdm(epoch_iter, desc="GAN", unit="epoch")
-    history = []
-    try:
-        for epoch in epoch_iter:
-            start = time.perf_counter()
-            perm = torch.randperm(n, generator=generator)
-            d_sum = g_sum = torch.zeros((), device=device)
-            steps = n // bs
-            for i in range(steps):
-                real = X[perm[i * bs:(i + 1) * bs].to(device)]
-                z = torch.randn((bs, G.latent_dim), generator=generator).to(device)
-                fake = G(z)
-                # discriminator step: real -> 1, fake -> 0
-                d_loss = (F.binary_cross_entropy_with_logits(D(real), ones)
-                          + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                # generator step, non-saturating: fake -> 1
-                g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
-                d_sum = d_sum + d_loss.detach()
-                g_sum = g_sum + g_loss.detach()
-            row = {"epoch": epoch, "d_loss": float(d_sum) / steps, "g_loss": float(g_sum) / steps,
-                   "seconds": time.perf_counter() - start}
-            history.append(row)
-            if bar is not None:
-                bar.set_postfix(d_loss=f"{row['d_loss']:.3f}", g_loss=f"{row['g_loss']:.3f}")
-    finally:
-        if bar is not None:
-            bar.close()
+    history = _gan_epochs(G, D, X, epochs=epochs, bs=min(int(batch_size), len(X)), lr=lr,
+                          generator=generator, device=device, verbose=verbose)
     return G.eval(), D.eval(), history
 
 
@@ -521,20 +537,25 @@ class GANOutliers(OutlierSource):
 
         self.pool_ = None
         if self.n_cached > 0:
-            pool_path = None
-            if key is not None:
-                pool_key = _key({"gan": key, "sigma": float(self.sigma), "n_cached": self.n_cached,
-                                 "seed": pool_seed})
-                pool_path = os.path.join(os.fspath(self.cache_dir), f"gan_{key}_pool_{pool_key}.npy")
-            if pool_path is not None and os.path.exists(pool_path):
-                pool = torch.from_numpy(np.load(pool_path, allow_pickle=False))
-            else:
-                pool = self.sampler_.sample(self.n_cached, torch.Generator().manual_seed(pool_seed))
-                if pool_path is not None:
-                    arr = pool.numpy()
-                    atomic_write(pool_path, lambda p: _save_npy(p, arr))
-            self.pool_ = pool.float().reshape((self.n_cached, *self.sample_shape_))
+            self.pool_ = self._pool(key, pool_seed)
         return self
+
+    def _pool(self, key, pool_seed):
+        """``n_cached`` samples of the fitted sampler (read from / written to the cache when
+        ``key`` is set)."""
+        pool_path = None
+        if key is not None:
+            pool_key = _key({"gan": key, "sigma": float(self.sigma), "n_cached": self.n_cached,
+                             "seed": pool_seed})
+            pool_path = os.path.join(os.fspath(self.cache_dir), f"gan_{key}_pool_{pool_key}.npy")
+        if pool_path is not None and os.path.exists(pool_path):
+            pool = torch.from_numpy(np.load(pool_path, allow_pickle=False))
+        else:
+            pool = self.sampler_.sample(self.n_cached, torch.Generator().manual_seed(pool_seed))
+            if pool_path is not None:
+                arr = pool.numpy()
+                atomic_write(pool_path, lambda p: _save_npy(p, arr))
+        return pool.float().reshape((self.n_cached, *self.sample_shape_))
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Draw ``n`` GAN outliers.

@@ -15,11 +15,21 @@ References
 
 from __future__ import annotations
 
+from numbers import Real
+
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import nn
 
-__all__ = ["energy", "EnergyMarginLoss", "SoftmaxOELoss", "CrossEntropyOnly", "LOSSES"]
+from ._compat import Interval, StrOptions
+
+__all__ = ["energy", "EnergyMarginLoss", "SoftmaxOELoss", "CrossEntropyOnly", "LOSSES",
+           "EnergyMargin", "SoftmaxOE", "LOSS_CONFIGS", "loss_settings"]
+
+#: Bound of margins ``|m_in|, |m_out|`` (energies are logit-scale: Liu et al. use -25/-7);
+#: beyond it the squared hinge terms overflow and training diverges.
+MAX_MARGIN = 1e4
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -134,3 +144,64 @@ class CrossEntropyOnly(nn.Module):
 
 
 LOSSES = ("energy", "softmax")
+
+
+_LAM = [Interval(Real, 0, None, closed="left"), StrOptions({"auto"}), None]
+_MARGIN = [Interval(Real, -MAX_MARGIN, MAX_MARGIN, closed="both"), StrOptions({"auto"}), None]
+
+
+class EnergyMargin(BaseEstimator):
+    """Settings of the energy-margin loss (:class:`EnergyMarginLoss`) for
+    ``AOEDetector(loss=EnergyMargin(...))``, clonable and grid-searchable (``loss__lam``,
+    ``loss__m_in``, ``loss__m_out``).
+
+    Parameters
+    ----------
+    lam, m_in, m_out : float, "auto" or None, default=None
+        As the estimator's parameters of the same names; ``None`` uses the estimator's
+        value (its ``lam``, ``m_in``, ``m_out`` are the shortcut).
+
+    Examples
+    --------
+    >>> from aoe_detect import AOEDetector
+    >>> det = AOEDetector(loss=EnergyMargin(m_in=-8.0, m_out=-4.0))
+    >>> det.set_params(loss__lam=0.2).loss
+    EnergyMargin(lam=0.2, m_in=-8.0, m_out=-4.0)
+    """
+
+    name = "energy"
+    _parameter_constraints = {"lam": _LAM, "m_in": _MARGIN, "m_out": _MARGIN}
+
+    def __init__(self, lam=None, m_in=None, m_out=None):
+        self.lam = lam
+        self.m_in = m_in
+        self.m_out = m_out
+
+
+class SoftmaxOE(BaseEstimator):
+    """Settings of the softmax OE loss (:class:`SoftmaxOELoss`) for
+    ``AOEDetector(loss=SoftmaxOE(lam=...))`` (``loss__lam``); ``lam=None`` uses the
+    estimator's ``lam``."""
+
+    name = "softmax"
+    _parameter_constraints = {"lam": _LAM}
+
+    def __init__(self, lam=None):
+        self.lam = lam
+
+
+#: The loss objects by the name of the string ``loss`` they configure.
+LOSS_CONFIGS = {"energy": EnergyMargin, "softmax": SoftmaxOE}
+
+
+def loss_settings(loss, lam, m_in, m_out):
+    """The one place where the loss's settings are resolved: ``(name, lam, m_in, m_out)``
+    from ``loss`` (a name of :data:`LOSSES` or a loss object) and the estimator's shortcut
+    parameters ``lam``, ``m_in``, ``m_out``; a loss object's own settings win where they are
+    not None. (``"auto"`` values are resolved later, by ``fit``.)"""
+    if isinstance(loss, str):
+        return loss, lam, m_in, m_out
+    own = loss.get_params(deep=False)
+    pick = [own.get(k) if own.get(k) is not None else v
+            for k, v in (("lam", lam), ("m_in", m_in), ("m_out", m_out))]
+    return (loss.name, *pick)

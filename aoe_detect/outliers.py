@@ -38,7 +38,7 @@ from sklearn.mixture import GaussianMixture
 
 from ._compat import Interval
 from ._torch_utils import pixels_to_unit
-from .data import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
+from ._loading import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
 
 __all__ = [
     "OutlierSource",

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._state import validate_nested
+from . import distributed as _distributed
+from ._state import check_margin_params, validate_nested
 from ._torch_utils import atomic_write, resolve_device
 from .backbones import BACKBONES, build_backbone
 from .scores import build_scorer
@@ -233,7 +234,7 @@ def _check_loaded_params(det, path):
     try:
         det._validate_params()
         validate_nested(det)
-        det._check_margin_params()
+        check_margin_params(det)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path!r} holds an invalid parameter: {exc} The file was edited or "
                          "damaged; it was not loaded.") from None
@@ -329,8 +330,6 @@ def load(path, module=None, device="auto", *, cls=None):
     ValueError
         Truncated, corrupted or foreign files, or a ``module`` that does not match.
     """
-    from . import __version__  # read on use (tests and users may patch it)
-
     estimator_cls = _ESTIMATOR_CLASS if cls is None else cls
     if module is not None and not isinstance(module, torch.nn.Module):
         raise TypeError(f"`module` must be None or a torch.nn.Module instance of the architecture "
@@ -344,6 +343,31 @@ def load(path, module=None, device="auto", *, cls=None):
                         f"{type(path).__name__}.") from None
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
+    payload = _read_payload(path)
+    params, skipped, fitted, spec, state = _parse_payload(payload, path)
+    known = estimator_cls().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
+                      "they are ignored.", UserWarning)
+    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
+    _check_loaded_params(det, path)
+    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
+    if skipped:
+        warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
+                      "set them again before refitting.", UserWarning)
+    net = _rebuild_module(spec, tuple(fitted["input_shape_"]), module, state, path)
+    det.module_ = net.to(dev).eval()
+    det.device_ = dev
+    _restore_fitted(det, fitted, payload, dev, path)
+    return det
+
+
+def _read_payload(path):
+    """``torch.load(weights_only=True)`` of a file that must be an aoe-detect file with a
+    matching checksum (a version mismatch is a warning)."""
+    from . import __version__  # read on use (tests and users may patch it)
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, zip errors
@@ -375,13 +399,18 @@ def load(path, module=None, device="auto", *, cls=None):
     if payload.get("version") != __version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
+    return payload
+
+
+def _parse_payload(payload, path):
+    """``(params, params not saved, fitted, backbone spec, state dict)`` of a payload."""
     try:
         params = json.loads(payload["params"])
         skipped = json.loads(payload["params_not_saved"])
         fitted = json.loads(payload["fitted"])
         spec = json.loads(payload["backbone"])
         state = payload["state_dict"]
-        shape = tuple(fitted["input_shape_"])
+        tuple(fitted["input_shape_"])
         if not isinstance(state, dict) or not isinstance(payload["validation_scores"], torch.Tensor):
             raise TypeError("unexpected field types")
     except (KeyError, json.JSONDecodeError, TypeError) as exc:
@@ -389,17 +418,12 @@ def load(path, module=None, device="auto", *, cls=None):
     if not isinstance(params, dict) or not isinstance(fitted, dict) or not isinstance(spec, dict):
         raise ValueError(f"{path!r} is corrupted: `params`, `fitted` and `backbone` must be JSON "
                          "objects.")
-    known = estimator_cls().get_params()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
-                      "they are ignored.", UserWarning)
-    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
-    _check_loaded_params(det, path)
-    _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
-    if skipped:
-        warnings.warn(f"Parameters {skipped} were not serialisable and are at their defaults; "
-                      "set them again before refitting.", UserWarning)
+    return params, skipped, fitted, spec, state
+
+
+def _rebuild_module(spec, shape, module, state, path):
+    """The backbone with the saved weights: a built-in rebuilt from its spec, or a copy of
+    the user's ``module``."""
     if spec["kind"] == "builtin":
         if module is not None:
             net = copy.deepcopy(module)
@@ -418,8 +442,11 @@ def load(path, module=None, device="auto", *, cls=None):
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise ValueError(f"The weights in {path!r} do not fit the backbone: {exc}") from None
-    det.module_ = net.to(dev).eval()
-    det.device_ = dev
+    return net
+
+
+def _restore_fitted(det, fitted, payload, dev, path):
+    """The fitted attributes of a loaded detector (besides ``module_`` and ``device_``)."""
     for k in _FITTED:
         if k in fitted:
             v = fitted[k]
@@ -436,4 +463,125 @@ def load(path, module=None, device="auto", *, cls=None):
     elif det.ood_score != "energy" and "offset_" in fitted:  # (a checkpoint has neither)
         raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
                          "no fitted score statistics (`scorer_`).")
-    return det
+
+
+def load_checkpoint(checkpoint_dir, backbone, labels, sample_shape, device):
+    """The detector in ``checkpoint_dir/checkpoint.aoe`` (what a warm start on an unfitted
+    detector continues), or None when there is none. A user module or factory ``backbone``
+    provides the architecture (a factory is called with the number of classes in
+    ``labels``); the checkpoint must have been fitted on samples of ``sample_shape``."""
+    path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, "checkpoint.aoe")
+    if path is None or not os.path.isfile(path):
+        return None
+    if isinstance(backbone, torch.nn.Module):
+        module = backbone
+    elif callable(backbone) and not isinstance(backbone, str):
+        module = backbone(1 if labels is None else len(np.unique(labels)), tuple(sample_shape))
+    else:
+        module = None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Parameters .* were not serialisable")
+        ckpt = load(path, module=module, device=device)
+    if tuple(ckpt.input_shape_) != tuple(sample_shape):
+        raise ValueError(f"The checkpoint in `checkpoint_dir`={os.fspath(checkpoint_dir)!r} "
+                         f"was fitted on samples of shape {tuple(ckpt.input_shape_)}, but X has "
+                         f"samples of shape {tuple(sample_shape)}.")
+    return ckpt
+
+
+class PersistenceMixin:
+    """Saving, loading, pickling and copying of :class:`~aoe_detect.AOEDetector`
+    (:func:`save` / :func:`load` write and read safe ``.aoe`` files; pickles hold a CPU
+    copy of the module and no training data)."""
+
+    def save(self, path):
+        """Save to ``path`` in a safe format (tensors + JSON config; no pickled code).
+
+        See :func:`aoe_detect.persistence.save`. After a distributed ``fit`` only rank 0
+        writes (the other ranks return ``path`` without writing).
+        """
+        if getattr(self, "distributed_", False) and not _distributed.is_main_process():
+            return os.fspath(path)
+        return save(self, path)
+
+    @classmethod
+    def load(cls, path, module=None, device="auto"):
+        """Load a detector written by :meth:`save` (``weights_only=True``; runs no code).
+
+        Parameters
+        ----------
+        path : str
+        module : torch.nn.Module, optional
+            Required when the detector was fitted on a user module: an instance of the
+            same architecture (its weights are replaced).
+        device : str, default="auto"
+        """
+        return load(path, module=module, device=device)
+
+    def _resume_from_checkpoint(self, data, device):
+        """warm_start without ``module_``: adopt ``checkpoint_dir/checkpoint.aoe`` if present
+        (weights, ``history_``, ``classes_`` and the margins)."""
+        if not self.warm_start or hasattr(self, "module_"):
+            return
+        ckpt = load_checkpoint(self.checkpoint_dir, self.backbone, data.train_labels,
+                                            self.input_shape_, device)
+        if ckpt is None:
+            return
+        self.module_, self.history_ = ckpt.module_, list(ckpt.history_)
+        for name in ("classes_", "m_in_", "m_out_"):
+            if hasattr(ckpt, name):
+                setattr(self, name, getattr(ckpt, name))
+
+    def _checkpoint(self):
+        os.makedirs(self.checkpoint_dir, exist_ok=True)
+        was = self.module_.training
+        self.module_.eval()
+        try:
+            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+        finally:
+            self.module_.train(was)
+
+    def __getstate__(self):
+        """Pickle/joblib state: the module as a CPU copy, without training data.
+
+        ``outlier_source_`` is left out: it can hold training data (an outlier array passed
+        to ``fit``, rows labelled ``outlier_label``, the ID inputs of ``PermutedID``, a
+        Dataset). Scoring, ``predict``, ``recalibrate`` and a warm start do not need it. To
+        keep it, pickle it yourself: ``joblib.dump((det, det.outlier_source_), path)``.
+        """
+        from . import __version__  # read on use (tests and users may patch it)
+
+        state = self.__dict__.copy()
+        state.pop("outlier_source_", None)
+        if "module_" in state:
+            state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
+            state["device_"] = str(state["device_"])
+        if "scorer_" in state:
+            state["scorer_"] = copy.deepcopy(state["scorer_"]).to("cpu")
+        state["_aoe_version"] = __version__
+        return state
+
+    def __deepcopy__(self, memo):
+        """A full in-memory copy, ``outlier_source_`` included (only pickles are lean)."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def __setstate__(self, state):
+        from . import __version__  # read on use (tests and users may patch it)
+
+        version = state.pop("_aoe_version", None)
+        if version is not None and version != __version__:
+            warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
+                          f"{__version__}.", UserWarning)
+        self.__dict__.update(state)
+        self.__dict__.setdefault("sync_batchnorm", "auto")  # pickled before the parameter existed
+        if "module_" in state:
+            dev = torch.device(state["device_"])
+            if dev.type == "cuda" and not torch.cuda.is_available():
+                dev = torch.device("cpu")
+            self.device_ = dev
+            self.module_ = self.module_.to(dev).eval()
+            if "scorer_" in state:
+                self.scorer_ = self.scorer_.to(dev)

@@ -27,6 +27,7 @@ import torch
 from . import persistence
 from ._compat import Interval, make_constraint
 from .attacks import ATTACKS
+from .losses import LOSS_CONFIGS
 from .outliers import OUTLIER_SOURCES, ArrayOutliers, GeneratorOutliers, Mixture
 
 __all__ = ["snapshot", "changed", "describe_change", "bad_values", "constraint_cases",
@@ -141,9 +142,11 @@ def bad_values(constraints):
 
 
 def nested_classes():
-    """Every attack and outlier-source class that declares parameter constraints, with
-    the estimator parameter it is passed through (``attack`` / ``outliers``)."""
+    """Every attack, outlier-source and loss class that declares parameter constraints,
+    with the estimator parameter it is passed through (``attack`` / ``outliers`` /
+    ``loss``)."""
     out = [("attack", cls) for cls in ATTACKS.values()]
+    out += [("loss", cls) for cls in LOSS_CONFIGS.values()]
     out += [("outliers", cls) for cls in OUTLIER_SOURCES.values()]
     out += [("outliers", cls) for cls in (ArrayOutliers, GeneratorOutliers, Mixture)]
     return [(owner, cls) for owner, cls in out if getattr(cls, "_parameter_constraints", None)]

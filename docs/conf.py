@@ -63,7 +63,6 @@ API_MODULES = [
     ("aoe_detect.generative", "Generative outlier models"),
     ("aoe_detect.backbones", "Backbones"),
     ("aoe_detect.datasets", "Datasets"),
-    ("aoe_detect.data", "Loading arrays and Datasets"),
     ("aoe_detect.persistence", "Persistence"),
     ("aoe_detect.distributed", "Distributed training"),
     ("aoe_detect.plots", "Plots"),

@@ -25,7 +25,6 @@ PUBLIC_MODULES = [
     "aoe_detect.datasets",
     "aoe_detect.persistence",
     "aoe_detect.exceptions",
-    "aoe_detect.data",
     "aoe_detect.distributed",
     "aoe_detect.demo",
     "aoe_detect.plots",
@@ -47,6 +46,37 @@ def _signature(obj):
     except (TypeError, ValueError):
         return ""
     return re.sub(r" at 0x[0-9a-f]+", "", sig)
+
+
+def _section(doc, title):
+    """The entries ``name : type`` of a numpydoc section, each with the first sentence of
+    its description."""
+    lines = doc.splitlines()
+    try:
+        start = next(i for i in range(len(lines) - 1)
+                     if lines[i].strip() == title and set(lines[i + 1].strip()) == {"-"})
+    except StopIteration:
+        return []
+    out, i = [], start + 2
+    while i < len(lines):
+        line = lines[i]
+        if i + 1 < len(lines) and line.strip() and set(lines[i + 1].strip()) == {"-"}:
+            break  # the next section
+        if line and not line.startswith(" "):
+            name, _, kind = line.partition(" : ")
+            desc = []
+            i += 1
+            while i < len(lines) and (lines[i].startswith(" ") or not lines[i].strip()):
+                if not lines[i].strip() and desc:
+                    break
+                desc.append(lines[i].strip())
+                i += 1
+            text = re.sub(r"\s+", " ", " ".join(desc)).strip()
+            first = re.split(r"(?<=\.)\s", text, maxsplit=1)[0] if text else ""
+            out.append((name.strip(), kind.strip(), first))
+            continue
+        i += 1
+    return out
 
 
 def _public_methods(cls):
@@ -84,6 +114,12 @@ def render():
             seen.add(key)
             if inspect.isclass(obj):
                 lines += [f"### class `{name}{_signature(obj)}`", "", _summary(obj), ""]
+                attrs = [a for a in _section(inspect.getdoc(obj) or "", "Attributes")
+                         if a[0].endswith("_")]
+                if attrs:
+                    lines.append("Fitted attributes:")
+                    lines += [f"- `{a}` ({kind}): {desc}" for a, kind, desc in attrs]
+                    lines.append("")
                 for mname, meth in _public_methods(obj):
                     if mname in ("get_params", "set_params", "get_metadata_routing", "fit_predict"):
                         continue

@@ -1,7 +1,7 @@
 """Data-parallel training under torchrun: 2 CPU processes (gloo) vs one process.
 
 ``batch_size`` is the global batch: with 2 ranks each processes half of every global batch
-(the same global batches as the single process, see ``aoe_detect.data.GlobalBatchSampler``),
+(the same global batches as the single process, see ``aoe_detect._loading.GlobalBatchSampler``),
 and DistributedDataParallel averages the two half-batch gradients, which equals the
 full-batch gradient of the batch-mean losses. The MLP backbone has no BatchNorm, FGSM draws
 no random numbers and the outlier source draws the same global batch on every rank, so the

@@ -14,11 +14,11 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 import aoe_detect.attacks as attacks
-import aoe_detect.detector as detector_mod
+import aoe_detect._scoring as _scoring
 from aoe_detect import AOEDetector
 from aoe_detect._training import index_batches, steps_per_epoch
 from aoe_detect.attacks import FGSM, pgd
-from aoe_detect.data import GlobalBatchSampler
+from aoe_detect._loading import GlobalBatchSampler
 from aoe_detect.datasets import load_sample
 from aoe_detect.losses import energy
 from aoe_detect.outliers import DatasetOutliers
@@ -86,7 +86,7 @@ def test_chunked_array_scoring_is_identical(images, array_fit, monkeypatch):
     X, _, X_test = images
     Z = np.concatenate([X, X_test, X, X])  # 448 rows
     whole = array_fit.score_samples(Z)
-    monkeypatch.setattr(detector_mod, "SCORE_CHUNK_ROWS", 256)  # 2 chunks of whole batches
+    monkeypatch.setattr(_scoring, "SCORE_CHUNK_ROWS", 256)  # 2 chunks of whole batches
     np.testing.assert_array_equal(array_fit.score_samples(Z), whole)
     np.testing.assert_array_equal(array_fit.score_samples(torch.from_numpy(Z)), whole)
     with pytest.raises(ValueError, match="NaN|infinity"):  # validation still sees every chunk

