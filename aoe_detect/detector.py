@@ -189,9 +189,11 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     knn_k : int or "auto", default="auto"
         ``k`` of ``ood_score="knn"``; ``"auto"``: 1% of the stored training features, between
         1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
-    knn_max_samples : int or None, default=10000
+    knn_max_samples : int or None, default=4000
         At most this many training features (a random subset) are kept for the k-NN search,
         so memory and scoring time do not grow with the training set; ``None`` keeps all.
+        4000 keeps the k-NN query under 10% of a small CNN's forward pass; on the design
+        split the AUROC is flat from 1,000 to 12,000 (``benchmarks/results/knn_bank.md``).
     sync_batchnorm : "auto" or bool, default="auto"
         Under data-parallel training with several ranks, train BatchNorm layers with the
         statistics of the whole global batch (:class:`aoe_detect.distributed.SyncBatchNorm`,
@@ -329,7 +331,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
                  channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
                  sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None,
-                 knn_k="auto", knn_max_samples=10000, outlier_label=-1):
+                 knn_k="auto", knn_max_samples=4000, outlier_label=-1):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack

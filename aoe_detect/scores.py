@@ -181,7 +181,7 @@ class KNNScore(nn.Module):
     name = "knn"
     needs_features = True
 
-    def __init__(self, k="auto", max_samples=10000, n_bank=1, n_features=1):
+    def __init__(self, k="auto", max_samples=4000, n_bank=1, n_features=1):
         super().__init__()
         self.k, self.max_samples = k, max_samples
         self.register_buffer("bank", torch.zeros(n_bank, n_features))
@@ -265,7 +265,7 @@ class SumScore(nn.Module):
 
 
 def build_scorer(name, *, temperature=1.0, n_classes=1, n_features=1, knn_k="auto",
-                 knn_max_samples=10000, n_bank=1):
+                 knn_max_samples=4000, n_bank=1):
     """An unfitted scorer for ``name`` (one of :data:`SCORES`). The sizes only shape the
     buffers (for loading saved statistics into them)."""
     def one(part):

@@ -81,7 +81,8 @@ def test_knn_auto_k_and_subsampling():
     sc = KNNScore(max_samples=1000).fit(None, z, None, torch.Generator().manual_seed(0))
     assert sc.bank.shape == (1000, 4) and sc.resolved_k() == 10
     assert KNNScore().fit(None, z[:50], None).resolved_k() == 1
-    assert KNNScore().fit(None, torch.randn(20000, 2), None).resolved_k() == 50
+    assert KNNScore().fit(None, torch.randn(20000, 2), None).resolved_k() == 40  # 1% of the 4000 bank
+    assert KNNScore(max_samples=None).fit(None, torch.randn(6000, 2), None).resolved_k() == 50  # capped
     np.testing.assert_allclose(sc.bank.norm(dim=1).numpy(), 1.0, rtol=1e-5)
 
 
