@@ -24,7 +24,11 @@ and fresh samples of every family.
   model trained on ``f`` only. ``J_A(f)`` = mean of the held-out-class AUROC and the mean
   of ``C[f][g]`` over ``g != f`` (how far training on ``f`` generalises).
 - **Stage B** (mixtures, equal weights): the old default and the top 3 and top 5 families
-  by ``J_A``. (The protocol first also listed "all ten families"; it was dropped for the CPU
+  by ``J_A``. *Rule changed after Stage B's results were seen* (``RULE_CHANGE`` below; both
+  rules are reported): ``J_B(M)`` = mean of the held-out-class AUROC and the common-probe
+  leave-one-source-out AUROC, the mean over all ten families ``g`` of the AUROC on ``g`` of
+  the model trained on ``M`` without ``g`` (``M`` itself when ``g`` is not in ``M``). The
+  pre-registered rule, kept for the record: (The protocol first also listed "all ten families"; it was dropped for the CPU
   budget on 2026-11-29 while Stage A was running, after its first held-out-class AUROCs had
   been seen: its leave-one-out alone needs ten more fits per seed.) ``J_B(M)`` = mean of the held-out-class AUROC of the model
   trained on ``M`` and the leave-one-source-out AUROC ``LOSO(M)`` = mean over ``f`` in ``M``
@@ -199,21 +203,43 @@ def candidates(a):
     return out
 
 
+def _unseen_all(d, names, seed):
+    """Common-probe leave-one-source-out: the mean AUROC over *every* family, each judged by a
+    model that never saw it (``M`` without it for members, ``M`` itself for the others)."""
+    return float(np.mean([d.fit(seed, tuple(n for n in names if n != g) if g in names else names)[g]["auroc"]
+                          for g in FAMILIES]))
+
+
 def stage_b(d, a, loso_seeds):
     res = {}
     for label, names in candidates(a).items():
         held = [d.fit(s, names)["heldout_classes"] for s in d.seeds]
         loso = {s: float(np.mean([d.fit(s, tuple(n for n in names if n != f))[f]["auroc"]
                                   for f in names])) for s in loso_seeds}
+        unseen = {s: _unseen_all(d, names, s) for s in loso_seeds}
         h = float(np.mean([r["auroc"] for r in held]))
-        lo = float(np.mean(list(loso.values())))
+        lo, un = float(np.mean(list(loso.values()))), float(np.mean(list(unseen.values())))
         res[label] = {"families": list(names), "heldout_auroc": h,
                       "heldout_fpr95": float(np.mean([r["fpr95"] for r in held])),
-                      "loso": lo, "loso_per_seed": loso, "J_B": 0.5 * h + 0.5 * lo}
-    best = max(r["J_B"] for r in res.values())
-    close = [k for k, r in res.items() if r["J_B"] >= best - 0.002]
-    chosen = min(close, key=lambda k: (len(res[k]["families"]), -res[k]["J_B"]))
-    return {"candidates": res, "chosen": chosen, "families": res[chosen]["families"]}
+                      "loso": lo, "loso_per_seed": loso, "J_B_preregistered": 0.5 * h + 0.5 * lo,
+                      "unseen_all": un, "J_B": 0.5 * h + 0.5 * un}
+
+    def pick(key):
+        best = max(r[key] for r in res.values())
+        close = [k for k, r in res.items() if r[key] >= best - 0.002]
+        return min(close, key=lambda k: (len(res[k]["families"]), -res[k][key]))
+    chosen = pick("J_B")
+    return {"candidates": res, "chosen": chosen, "chosen_by_preregistered_rule": pick("J_B_preregistered"),
+            "families": res[chosen]["families"], "rule_change": RULE_CHANGE}
+
+
+RULE_CHANGE = (
+    "Changed on 2026-11-29 after Stage B's results were seen (design data only; no evaluation "
+    "set had been scored): the pre-registered J_B averaged LOSO over each mixture's own "
+    "families, so mixtures were judged on different probes and a mixture of intrinsically "
+    "easy families (uniform and smooth noise, detected at AUROC 1.0 by every model) scored "
+    "highest; that rule chose the old default. The corrected J_B judges every mixture on the "
+    "same probes: all ten families, each by a model that never saw it (common-probe LOSO).")
 
 
 ATTACKS = {"oe": ("none", {}), "aoe_fgsm": ("fgsm", {}), "aoe_fgsm4": ("fgsm4", {}),
@@ -325,12 +351,16 @@ def report(data, out_md):
     if "b" in st:
         b = st["b"]
         L += ["## Stage B: mixtures (equal weights)", "",
-              "| candidate | families | held-out classes AUROC | FPR@95 | LOSO AUROC | J_B |",
-              "|---|---|---|---|---|---|"]
+              "| candidate | families | held-out classes AUROC | FPR@95 | own-family LOSO | "
+              "J_B pre-registered | common-probe LOSO (all families) | J_B |",
+              "|---|---|---|---|---|---|---|---|"]
         for k, r in b["candidates"].items():
             L.append(f"| {k} | {', '.join(r['families'])} | {r['heldout_auroc']:.3f} | "
-                     f"{r['heldout_fpr95']:.3f} | {r['loso']:.3f} | {r['J_B']:.3f} |")
-        L += ["", f"Chosen by the rule: **{b['chosen']}** ({', '.join(b['families'])}).", ""]
+                     f"{r['heldout_fpr95']:.3f} | {r['loso']:.3f} | {r['J_B_preregistered']:.3f} | "
+                     f"{r['unseen_all']:.3f} | {r['J_B']:.3f} |")
+        L += ["", f"Chosen by the (corrected) rule: **{b['chosen']}** ({', '.join(b['families'])}); "
+              f"the pre-registered rule chose **{b['chosen_by_preregistered_rule']}**.", "",
+              f"Rule change: {b['rule_change']}", ""]
     if "c" in st:
         c = st["c"]
         L += ["## Stage C: attack settings on the chosen mixture (design split)", "",
