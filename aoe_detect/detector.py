@@ -70,10 +70,12 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         ``(n_classes, input_shape) -> nn.Module`` builds a fresh one. Built-in backbones
         standardise their inputs with statistics of the ID training data.
     outliers : "default", str, array-like, object with ``sample(n, generator)`` or None, default="default"
-        Training outliers. ``"default"`` is a mixture of noise, low-density samples of a
-        cheap generative model of the ID data and semantics-destroyed ID inputs (see
-        :func:`aoe_detect.outliers.default_outliers`); names: ``"uniform"``, ``"gaussian"``,
-        ``"smooth"``, ``"lowdensity"``, ``"permuted"``, ``"gan"`` (a small DCGAN trained on
+        Training outliers. ``"default"``: images, a mixture of elastically warped,
+        2x2-patch-shuffled and blended ID images; tabular data, off-support shells and
+        corrupted ID rows (see :func:`aoe_detect.outliers.default_outliers`); names:
+        ``"uniform"``, ``"gaussian"``, ``"smooth"``, ``"lowdensity"``, ``"permuted"``,
+        ``"cutpaste"``, ``"mixup"``, ``"elastic"``, ``"shell"``, ``"corrupted"``,
+        ``"lowdensity_rejected"``, ``"gan"`` (a small DCGAN trained on
         the ID images inside ``fit``, the paper's source; minutes on a CPU). ``None`` disables outlier exposure.
         Outliers passed to ``fit`` (``X_outliers``, rows with ``y == -1``, or the label-free
         second argument) replace this source.

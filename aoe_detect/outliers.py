@@ -16,9 +16,11 @@ Any object with a ``sample(n, generator)`` method is accepted by
 :class:`Mixture`.
 
 Outlier exposure generalises only as far as its outliers reach, so the default
-(:func:`default_outliers`) is a mixture of several families. Images: noise, low-density
-samples of a cheap generative model of the ID data, and ID inputs whose semantics were
-destroyed. Tabular data: sources that are off the ID support by construction (shells
+(:func:`default_outliers`) is a mixture of several families. Images: ID images transformed
+until they are no longer in-distribution (strong elastic warps, 2x2 patch shuffles, blends
+of two images), chosen by the selection protocol in docs/selection_protocol.md; noise,
+low-density samples of a cheap generative model, cut-and-paste and other grids are
+available by name. Tabular data: sources that are off the ID support by construction (shells
 around the standardised data and ID rows with a few features shifted far, each kept only
 outside the ID rows' nearest-neighbour radius).
 """
@@ -919,8 +921,18 @@ class Mixture(OutlierSource):
 def default_outliers(sample_shape) -> Mixture:
     """The default outlier mixture for inputs of ``sample_shape``.
 
-    Images: uniform noise, smooth noise, low-density GMM samples and patch-shuffled/blurred
-    ID images, equal weights. Tabular data: :class:`ShellNoise` (shells at 1, 1.5, 2 and 3
+    Images: strong elastic warps of ID images (:class:`ElasticID`), 2x2 patch shuffles of ID
+    images (:class:`PermutedID` with ``grid=2``, 30% blurred) and blends of two ID images
+    (:class:`MixupID`), equal weights. All three are made from the user's own images, so the
+    default serves any image domain. Chosen by the selection protocol of
+    ``benchmarks/outlier_study.py`` (docs/selection_protocol.md) among ten families on a
+    Fashion-MNIST design split (classes 0-5 as ID, the held-out classes 6-9 and
+    leave-one-source-out probes as OOD); it replaced uniform + smooth noise + low-density
+    GMM + 4x4 patch shuffles (held-out-class AUROC 0.787 vs 0.732 there). Noise is not in the
+    mixture: every model in that study, trained on any family, detected unseen uniform and
+    smooth noise at AUROC >= 0.999 with the default score.
+
+    Tabular data: :class:`ShellNoise` (shells at 1, 1.5, 2 and 3
     times the typical standardised norm) and :class:`CorruptedID` (ID rows with up to 30%
     of their features shifted by 2-6 standard deviations), equal weights; both reject every
     candidate that lies within the ID rows' 95% nearest-neighbour radius, so no training
@@ -931,8 +943,8 @@ def default_outliers(sample_shape) -> Mixture:
     distribution).
     """
     if _is_image(tuple(sample_shape)):
-        return Mixture([("uniform", UniformNoise()), ("smooth", SmoothNoise()),
-                        ("lowdensity", LowDensityGMM()), ("permuted", PermutedID())])
+        return Mixture([("elastic", ElasticID()), ("permuted2", PermutedID(grid=2)),
+                        ("mixup", MixupID())])
     return Mixture([("shell", ShellNoise()), ("corrupted", CorruptedID())])
 
 

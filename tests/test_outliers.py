@@ -98,8 +98,8 @@ def test_mixture_weights_and_nested_params():
     out = mix.sample(4000, gen())
     assert float(out[:, 0].mean()) == pytest.approx(0.25, abs=0.03)
     assert "a__X" in mix.get_params()
-    mix2 = clone(default_outliers((1, 16, 16))).set_params(lowdensity__sigma=4.0)
-    assert mix2.get_params()["lowdensity__sigma"] == 4.0
+    mix2 = clone(default_outliers((1, 16, 16))).set_params(elastic__alpha=0.2)
+    assert mix2.get_params()["elastic__alpha"] == 0.2
     with pytest.raises(ValueError, match="weights"):
         Mixture([UniformNoise()], weights=[-1]).fit(TAB, gen())
 
@@ -107,7 +107,8 @@ def test_mixture_weights_and_nested_params():
 def test_default_outliers_families():
     img = dict(default_outliers((1, 28, 28)).sources)
     tab = dict(default_outliers((10,)).sources)
-    assert set(img) == {"uniform", "smooth", "lowdensity", "permuted"}
+    assert set(img) == {"elastic", "permuted2", "mixup"}
+    assert img["permuted2"].grid == 2
     assert set(tab) == {"shell", "corrupted"}
 
 
