@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
@@ -227,6 +228,7 @@ class TrainOptions:
     sync_batchnorm: object = "auto"
     num_workers: int = 0
     verbose: int = 0
+    augment: bool = False
 
     @classmethod
     def from_params(cls, params, **resolved):
@@ -240,7 +242,8 @@ class TrainOptions:
                    temperature=params["temperature"], amp=params["amp"],
                    compile=params["compile"], attack_refresh=int(params["attack_refresh"]),
                    sync_batchnorm=params.get("sync_batchnorm", "auto"),
-                   num_workers=int(params["num_workers"]), verbose=params["verbose"], **resolved)
+                   num_workers=int(params["num_workers"]), verbose=params["verbose"],
+                   augment=params.get("augment", False) is not False, **resolved)
 
 
 @dataclass
@@ -400,6 +403,23 @@ def _step(stage, loss):
     stage.scheduler.step()
 
 
+def random_shift(x, generator, fraction=1 / 14):
+    """Shift each image of ``x`` (n, c, h, w) by up to ``round(fraction * min(h, w))`` pixels
+    in each direction (uniform integer offsets drawn with ``generator``; edge padding, so no
+    artificial border appears). The standard "pad and random crop" augmentation."""
+    n, _, h, w = x.shape
+    p = int(round(fraction * min(h, w)))
+    if p < 1:
+        return x
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    off = torch.randint(0, 2 * p + 1, (n, 2), generator=generator)
+    rows = (off[:, 0:1] + torch.arange(h))[:, None, :, None].to(x.device)
+    cols = (off[:, 1:2] + torch.arange(w))[:, None, None, :].to(x.device)
+    idx = torch.arange(n, device=x.device)[:, None, None, None]
+    ch = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[idx, ch, rows, cols]
+
+
 def train_epoch(stage, progress=None):
     """One epoch of ``stage`` over its ID data (float32 tensor or batch provider).
 
@@ -424,7 +444,10 @@ def train_epoch(stage, progress=None):
     stage.forward_model.train()
     it = (stage.batches.epoch(stage.generator) if stage.batches is not None
           else _tensor_batches(stage.X, stage.y, opts.batch_size, stage.generator))
+    shift = opts.augment and stage.name == "pretrain"
     for x_in, y_in, n_global in it:
+        if shift and x_in.dim() == 4:
+            x_in = random_shift(x_in, stage.generator)
         x_in = to_device(x_in, device, opts.channels_last)
         y_in = None if y_in is None else to_device(y_in, device)
         x_out = None

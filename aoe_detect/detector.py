@@ -70,9 +70,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         ``(n_classes, input_shape) -> nn.Module`` builds a fresh one. Built-in backbones
         standardise their inputs with statistics of the ID training data.
     outliers : "default", str, array-like, object with ``sample(n, generator)`` or None, default="default"
-        Training outliers. ``"default"``: images, a mixture of elastically warped,
-        2x2-patch-shuffled and blended ID images; tabular data, off-support shells and
-        corrupted ID rows (see :func:`aoe_detect.outliers.default_outliers`); names:
+        Training outliers. ``"default"``: :func:`aoe_detect.outliers.default_outliers`
+        (images: warped, patch-shuffled and blended ID images); names:
         ``"uniform"``, ``"gaussian"``, ``"smooth"``, ``"lowdensity"``, ``"permuted"``,
         ``"cutpaste"``, ``"mixup"``, ``"elastic"``, ``"shell"``, ``"corrupted"``,
         ``"lowdensity_rejected"``, ``"gan"`` (a small DCGAN trained on
@@ -193,15 +192,15 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
     knn_max_samples : int or None, default=4000
         At most this many training features (a random subset) are kept for the k-NN search,
-        so memory and scoring time do not grow with the training set; ``None`` keeps all.
-        4000 keeps the k-NN query under 10% of a small CNN's forward pass; on the design
-        split the AUROC is flat from 1,000 to 12,000 (``benchmarks/results/knn_bank.md``).
+        so memory and scoring time do not grow with the training set; ``None`` keeps all
+        (``benchmarks/results/knn_bank.md``: the AUROC is flat from 1,000 to 12,000).
     sync_batchnorm : "auto" or bool, default="auto"
-        Under data-parallel training with several ranks, train BatchNorm layers with the
-        statistics of the whole global batch (:class:`aoe_detect.distributed.SyncBatchNorm`,
-        CPU and CUDA), as one process would. ``"auto"``/``True``: whenever several ranks
-        train a backbone with BatchNorm; ``False``: each rank normalises with its own shard
-        (rank 0's running statistics are kept). ``module_`` keeps its plain BatchNorm layers.
+        With several data-parallel ranks, BatchNorm uses the whole global batch's statistics
+        (:class:`aoe_detect.distributed.SyncBatchNorm`) as one process would; ``False``: each
+        rank its own shard (rank 0's running statistics kept). ``module_`` stays plain.
+    augment : "auto" or bool, default="auto"
+        ``"auto"``/``True``: pretraining shifts image batches by up to ``round(side / 14)``
+        pixels (2 for 28x28; edge padding); tabular data is never augmented.
     outlier_label : int or str, default=-1
         The label that marks an outlier row in ``y``: in ``fit`` such rows are training
         outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
@@ -323,6 +322,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
         "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
         "outlier_label": [numbers.Integral, str],
+        "augment": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
@@ -333,7 +333,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                  verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
                  channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
                  sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None,
-                 knn_k="auto", knn_max_samples=4000, outlier_label=-1):
+                 knn_k="auto", knn_max_samples=4000, outlier_label=-1, augment="auto"):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
@@ -370,6 +370,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         self.knn_k = knn_k
         self.knn_max_samples = knn_max_samples
         self.outlier_label = outlier_label
+        self.augment = augment
 
     def fit(self, X, y=None, X_outliers=None):
         """Fine-tune the backbone with (adversarial) outlier exposure.
