@@ -243,7 +243,7 @@ class TrainOptions:
                    compile=params["compile"], attack_refresh=int(params["attack_refresh"]),
                    sync_batchnorm=params.get("sync_batchnorm", "auto"),
                    num_workers=int(params["num_workers"]), verbose=params["verbose"],
-                   augment=params.get("augment", False) is not False, **resolved)
+                   augment=bool(params.get("augment", False)), **resolved)
 
 
 @dataclass

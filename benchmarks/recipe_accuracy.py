@@ -34,13 +34,14 @@ from aoe_detect import datasets as ds
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def run(seed, data_root, n_train=None, finetune=False):
+def run(seed, data_root, n_train=None, finetune=False, augment=False, pretrain_epochs="auto"):
     X, y = ds.load_fashion_mnist(root=data_root, split="train")
     Xt, yt = ds.load_fashion_mnist(root=data_root, split="test")
     if n_train:
         X, y = X[:n_train], y[:n_train]
     t0 = time.time()
-    det = AOEDetector(outliers=None, epochs=0, random_state=seed, device="cpu").fit(X, y)
+    det = AOEDetector(outliers=None, epochs=0, random_state=seed, device="cpu", augment=augment,
+                      pretrain_epochs=pretrain_epochs).fit(X, y)
     row = {"seed": seed, "n_train": int(len(X)), "fit_seconds": time.time() - t0,
            "test_accuracy": float((det.predict_class(Xt) == yt).mean()),
            "history": [{k: r.get(k) for k in ("stage", "epoch", "val_accuracy")} for r in det.history_]}
@@ -62,15 +63,19 @@ def main(argv=None):
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--out", default=RESULTS)
     p.add_argument("--finetune", action="store_true")
+    p.add_argument("--augment", action="store_true", help="AOEDetector(augment=True)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help="instead of 'auto' (10)")
+    p.add_argument("--tag", default="", help="suffix of the result files")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    rows = [run(s, a.data_root, a.n_train, a.finetune) for s in range(a.seeds)]
+    rows = [run(s, a.data_root, a.n_train, a.finetune, a.augment, a.pretrain_epochs or "auto")
+            for s in range(a.seeds)]
     res = {"command": "python benchmarks/recipe_accuracy.py " + " ".join(argv or []),
            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
            "torch": torch.__version__, "runs": rows}
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "recipe_accuracy.json"), "w") as f:
+    with open(os.path.join(a.out, f"recipe_accuracy{a.tag}.json"), "w") as f:
         json.dump(res, f, indent=1)
     lines = ["# Default image recipe: test accuracy on Fashion-MNIST", "",
              f"- command: `{res['command']}`", f"- machine: {res['machine']}", f"- torch: {res['torch']}", "",
@@ -83,7 +88,7 @@ def main(argv=None):
               "| stage | epoch | val accuracy |", "|---|---|---|"]
     lines += [f"| {h['stage']} | {h['epoch']} | {h['val_accuracy']} |"
               for h in rows[0]["history"] + rows[0].get("finetune_history", [])]
-    with open(os.path.join(a.out, "recipe_accuracy.md"), "w") as f:
+    with open(os.path.join(a.out, f"recipe_accuracy{a.tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
