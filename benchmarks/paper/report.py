@@ -239,8 +239,10 @@ def _section_7(results, items, names, prof, plots):
     L += ["## 7. Outlier-source ablation", "",
           "AUROC per OOD set when fine-tuning with one outlier family alone (noise = uniform "
           "+ smooth + Gaussian noise; low-density = samples of a PCA+GMM model at sigma 2; "
-          "DCGAN samples; transformed ID = patch-shuffled/blurred ID images) or the default "
-          "mixture (uniform, smooth, low-density, transformed ID).", ""]
+          "DCGAN samples; transformed ID = patch-shuffled/blurred ID images) or the package's "
+          "default mixture at the time of the run (runs before 2026-11-29: uniform, smooth, "
+          "low-density, transformed ID; since then: elastic warps, 2x2 patch shuffles and "
+          "mixup of ID images).", ""]
     hdr = ["outliers", "method"] + [_label(k) for k in names] + ["avg AUROC", "avg FPR95"]
     rows = []
     for fam, meth in items["7"].items():
