@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
@@ -71,7 +72,7 @@ def main(argv=None):
         torch.set_num_threads(a.threads)
     rows = [run(s, a.data_root, a.n_train, a.finetune, a.augment, a.pretrain_epochs or "auto")
             for s in range(a.seeds)]
-    res = {"command": "python benchmarks/recipe_accuracy.py " + " ".join(argv or []),
+    res = {"command": "python benchmarks/recipe_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
            "torch": torch.__version__, "runs": rows}
     os.makedirs(a.out, exist_ok=True)
