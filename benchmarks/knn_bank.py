@@ -18,22 +18,23 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
 import torch
 
-from aoe_detect import AOEDetector
-from aoe_detect import datasets as ds
-from aoe_detect.metrics import ood_report
-from aoe_detect.scores import KNNScore, LogitsAndFeatures
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect import datasets as ds  # noqa: E402
+from aoe_detect.metrics import ood_report  # noqa: E402
+from aoe_detect.scores import KNNScore, LogitsAndFeatures  # noqa: E402
+from benchmarks.fashion_sets import to_unit as _img  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BANKS = (1000, 2000, 4000, 6000, 10000, None)
-
-
-def _img(x):
-    return torch.from_numpy(x.astype(np.float32) / 255.0)[:, None]
 
 
 def _features(module, X, batch=1024):

@@ -57,17 +57,22 @@ import copy
 import json
 import os
 import platform
+import sys
 import time
 
 import numpy as np
 import torch
 
-from aoe_detect import AOEDetector
-from aoe_detect import datasets as ds
-from aoe_detect.attacks import FGSM, PGD
-from aoe_detect.metrics import ood_report
-from aoe_detect.outliers import (CutPasteID, ElasticID, LowDensityGMM, MixupID, Mixture, PermutedID,
-                                 SmoothNoise, UniformNoise)
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect import datasets as ds  # noqa: E402
+from aoe_detect.attacks import FGSM, PGD  # noqa: E402
+from aoe_detect.metrics import ood_report  # noqa: E402
+from aoe_detect.outliers import (CutPasteID, ElasticID, LowDensityGMM, MixupID, Mixture,  # noqa: E402
+                                 PermutedID, SmoothNoise, UniformNoise)
+from benchmarks.fashion_sets import evaluation_sets, stratified, to_unit  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 OUT = os.path.join(RESULTS, "outlier_study.json")
@@ -93,14 +98,7 @@ def mixture(names):
 
 
 def _img(x):
-    return torch.from_numpy(x.astype(np.float32) / 255.0)[:, None].numpy()
-
-
-def _stratified(y, n, seed):
-    rng = np.random.RandomState(seed)
-    classes = np.unique(y)
-    return np.sort(np.concatenate([rng.permutation(np.flatnonzero(y == c))[: n // len(classes)]
-                                   for c in classes]))
+    return to_unit(x).numpy()
 
 
 class Cache:
@@ -130,7 +128,7 @@ def design_data(root, n):
     X, y = ds.load_fashion_mnist(root=root, split="train")
     Xt, yt = ds.load_fashion_mnist(root=root, split="test")
     keep = np.flatnonzero(y < 6)
-    tr = keep[_stratified(y[keep], n, 11)]
+    tr = keep[stratified(y[keep], n, 11)]
     te_id, te_ood = np.flatnonzero(yt < 6)[:3000], np.flatnonzero(yt >= 6)[:2000]
     return _img(X[tr]), y[tr], {"id": _img(Xt[te_id]), "heldout_classes": _img(Xt[te_ood])}
 
@@ -259,17 +257,8 @@ def stage_c(d, names):
 
 
 def eval_data(root, n):
-    X, y = ds.load_fashion_mnist(root=root, split="train")
-    Xt, yt = ds.load_fashion_mnist(root=root, split="test")
-    tr, te = _stratified(y, n, 21), _stratified(yt, 5000, 23)
-    mnist = ds.load_mnist(root=os.path.join(root, "mnist"), split="test")[0]
-    rng = np.random.RandomState(24)
-    ood = {"mnist": mnist[np.sort(rng.permutation(len(mnist))[:2000])],
-           "digits28": ds.load_digits28(split="test")[0][:2000],
-           "photo_patches": ds.load_photo_patches(2000, random_state=25),
-           "gaussian_noise": ds.noise_images("gaussian", 2000, random_state=26),
-           "uniform_noise": ds.noise_images("uniform", 2000, random_state=27)}
-    return _img(X[tr]), y[tr], _img(Xt[te]), yt[te], {k: _img(v) for k, v in ood.items()}
+    X, y, _, Xt, yt, ood = evaluation_sets(root, n)
+    return _img(X), y, _img(Xt), yt, {k: _img(v) for k, v in ood.items()}
 
 
 def evaluation(root, n, seeds, pre, ft, chosen, attack, cache):

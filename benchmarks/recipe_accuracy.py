@@ -26,7 +26,6 @@ import platform
 import sys
 import time
 
-import numpy as np
 import torch
 
 from aoe_detect import AOEDetector

@@ -44,6 +44,9 @@ from aoe_detect import datasets as ds  # noqa: E402
 from aoe_detect.attacks import PGD  # noqa: E402
 from aoe_detect.metrics import ood_report  # noqa: E402
 from aoe_detect.scores import SCORES, ScoreHead  # noqa: E402
+from benchmarks.fashion_sets import evaluation_sets  # noqa: E402
+from benchmarks.fashion_sets import stratified as _stratified  # noqa: E402
+from benchmarks.fashion_sets import to_unit as _img  # noqa: E402
 from benchmarks.paper.peers import PEERS  # noqa: E402,F401  (shared with the paper suite)
 from benchmarks.paper.peers import features as _features  # noqa: E402
 from benchmarks.paper.peers import metrics as _metrics  # noqa: E402
@@ -51,18 +54,6 @@ from benchmarks.paper.peers import own_scores as _own_scores  # noqa: E402
 from benchmarks.paper.peers import peer_scores as _peer_scores  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def _stratified(y, n, seed):
-    rng = np.random.RandomState(seed)
-    classes = np.unique(y)
-    per = n // len(classes)
-    idx = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
-    return np.sort(np.concatenate(idx))
-
-
-def _img(x):
-    return torch.from_numpy(x.astype(np.float32) / 255.0)[:, None]
 
 
 def _adversarial(module, scorer, X_ood, X_id_scores, eps):
@@ -140,22 +131,10 @@ def design_tasks(data_root, n_fashion):
 
 
 def eval_task(data_root, n_train):
-    Xf, yf = ds.load_fashion_mnist(root=data_root, split="train")
-    Xt, yt = ds.load_fashion_mnist(root=data_root, split="test")
-    idx = _stratified(yf, n_train, 21)
-    val = np.setdiff1d(_stratified(yf, n_train + 2000, 22), idx)[:2000]
-    te = _stratified(yt, 5000, 23)
-    n = 2000
-    mnist = ds.load_mnist(root=os.path.join(data_root, "mnist"), split="test")[0]
-    rng = np.random.RandomState(24)
-    ood = {"mnist": mnist[np.sort(rng.permutation(len(mnist))[:n])],
-           "digits28": ds.load_digits28(split="test")[0][:n],
-           "photo_patches": ds.load_photo_patches(n, random_state=25),
-           "gaussian_noise": ds.noise_images("gaussian", n, random_state=26),
-           "uniform_noise": ds.noise_images("uniform", n, random_state=27)}
-    evals = {"id": _img(Xt[te]), **{k: _img(v) for k, v in ood.items()}}
-    return {"name": "fashion_all_vs_ood", "tabular": False, "y_id": yt[te],
-            "data": (_img(Xf[idx]), yf[idx], _img(Xf[val]), evals, list(ood), 3, 2)}
+    X_tr, y_tr, X_val, X_te, y_te, ood = evaluation_sets(data_root, n_train)
+    evals = {"id": _img(X_te), **{k: _img(v) for k, v in ood.items()}}
+    return {"name": "fashion_all_vs_ood", "tabular": False, "y_id": y_te,
+            "data": (_img(X_tr), y_tr, _img(X_val), evals, list(ood), 3, 2)}
 
 
 def _mean(rows, bb, kind, name, sets, metric):
