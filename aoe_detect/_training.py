@@ -217,6 +217,7 @@ class TrainOptions:
     outlier_batch_size: int | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
+    weight_decay: float = 0.0
     attack_fraction: float = 1.0
     clip: tuple | None = None
     temperature: float = 1.0
@@ -238,6 +239,7 @@ class TrainOptions:
         return cls(batch_size=int(params["batch_size"]),
                    outlier_batch_size=None if obs is None else int(obs),
                    optimizer=params["optimizer"], lr=params["lr"],
+                   weight_decay=float(params.get("weight_decay", 0.0)),
                    attack_fraction=params["attack_fraction"],
                    temperature=params["temperature"], amp=params["amp"],
                    compile=params["compile"], attack_refresh=int(params["attack_refresh"]),
@@ -291,10 +293,15 @@ class Progress:
 
 
 def make_optimizer(params, options):
-    """A fresh optimizer over ``params``: Adam, or SGD with Nesterov momentum 0.9."""
+    """A fresh optimizer over ``params``: Adam (AdamW with a decoupled ``weight_decay``,
+    Loshchilov & Hutter 2019), or SGD with Nesterov momentum 0.9 (``weight_decay`` as an L2
+    penalty)."""
+    wd = options.weight_decay
     if options.optimizer == "adam":
+        if wd:
+            return torch.optim.AdamW(params, lr=options.lr, weight_decay=wd)
         return torch.optim.Adam(params, lr=options.lr)
-    return torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True)
+    return torch.optim.SGD(params, lr=options.lr, momentum=0.9, nesterov=True, weight_decay=wd)
 
 
 def _outlier_feed(source, attack, eps, options, generator, dtype, rank, world, cuda):

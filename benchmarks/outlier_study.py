@@ -40,13 +40,16 @@ and fresh samples of every family.
   class AUROC and FPR@95 and the mean family AUROC (trained on the whole mixture, so this
   stage only ranks attacks, not mixtures). The default attack is the setting whose mean
   held-out-class AUROC is highest among those with FPR@95 not above OE's.
+- **Stage M** (added on 2026-11-29 after the evaluation, run only with ``--stage m``; rule
+  in :func:`stage_m`, written before its results): the automatic margin gap
+  ``m_out - m_in`` in {1, 2, 5, 10} on the chosen mixture and attack.
 - **Evaluation** (reported only): Fashion-MNIST, all 10 classes, ``--n-eval`` training
   images (10 000 by default; first planned as 20 000, halved for the CPU budget at the same
   time as the change above), 3 seeds; OE and AOE with the old and the chosen mixture; MNIST, digits28, photo
   patches, Gaussian and uniform noise; adversarial AUROC of PGD (eps 0.03) on MNIST.
 
 Run: ``python benchmarks/outlier_study.py --stage all --data-root /tmp/aoe_data``
-(``--stage a|b|c|eval`` for one stage; results are cached per fit in
+(``--stage a|b|c|eval|m`` for one stage; results are cached per fit in
 ``benchmarks/results/outlier_study.json``, so a stage can be resumed).
 """
 
@@ -69,7 +72,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from aoe_detect import AOEDetector  # noqa: E402
 from aoe_detect import datasets as ds  # noqa: E402
 from aoe_detect.attacks import FGSM, PGD  # noqa: E402
+from aoe_detect.detector import AUTO_MARGIN_GAP  # noqa: E402
 from aoe_detect.metrics import ood_report  # noqa: E402
+from aoe_detect.plots import _new_figure, _save  # noqa: E402
 from aoe_detect.outliers import (CutPasteID, ElasticID, LowDensityGMM, MixupID, Mixture,  # noqa: E402
                                  PermutedID, SmoothNoise, UniformNoise)
 from benchmarks.fashion_sets import evaluation_sets, stratified, to_unit  # noqa: E402
@@ -256,15 +261,58 @@ def stage_c(d, names):
     return {"settings": res, "chosen": chosen}
 
 
+GAPS = (1.0, 2.0, 5.0, 10.0)
+
+
+def stage_m(d, names):
+    """Margin gap ``m_out - m_in`` on the chosen mixture (design split). ``m_in_`` does not
+    depend on the gap (the median ID energy of the pretrained copy when outlier exposure
+    starts), so it is read once per seed from a 0-epoch fit and every gap is fitted with
+    explicit ``m_in = m_in_``, ``m_out = m_in_ + gap``. Rule (written before the results):
+    the highest mean of the held-out-class AUROC and the mean family-probe AUROC; the
+    incumbent ``AUTO_MARGIN_GAP`` stays unless another gap beats it by more than 0.002."""
+    m_in = {s: float(AOEDetector(backbone=copy.deepcopy(d.ce(s)), outliers=mixture(names),
+                                 pretrain_epochs=0, epochs=0, random_state=s, device="cpu")
+                     .fit(d.X, d.y).m_in_) for s in d.seeds}
+    res = {}
+    for gap in GAPS:
+        rows = [d.fit(s, tuple(names), m_in=m_in[s], m_out=m_in[s] + gap) for s in d.seeds]
+        h = float(np.mean([r["heldout_classes"]["auroc"] for r in rows]))
+        fam = float(np.mean([r[f]["auroc"] for r in rows for f in FAMILIES]))
+        res[str(gap)] = {"heldout_auroc": h, "family_auroc": fam, "J": 0.5 * h + 0.5 * fam,
+                         "heldout_fpr95": float(np.mean([r["heldout_classes"]["fpr95"] for r in rows]))}
+    best = max(res, key=lambda g: res[g]["J"])
+    inc = str(float(AUTO_MARGIN_GAP))
+    chosen = best if res[best]["J"] > res[inc]["J"] + 0.002 else inc
+    return {"m_in": m_in, "gaps": res, "chosen": float(chosen)}
+
+
 def eval_data(root, n):
     X, y, _, Xt, yt, ood = evaluation_sets(root, n)
     return _img(X), y, _img(Xt), yt, {k: _img(v) for k, v in ood.items()}
 
 
-def evaluation(root, n, seeds, pre, ft, chosen, attack, cache):
+def _margins(kw, backbone, names, X, y, seed):
+    """``kw`` with a ``gap`` entry replaced by explicit margins ``m_in_``, ``m_in_ + gap``
+    (``m_in_`` read from a 0-epoch fit, as in :func:`stage_m`)."""
+    if "gap" not in kw:
+        return kw
+    kw = dict(kw)
+    gap = kw.pop("gap")
+    m_in = float(AOEDetector(backbone=copy.deepcopy(backbone), outliers=mixture(names),
+                             pretrain_epochs=0, epochs=0, random_state=seed, device="cpu")
+                 .fit(X, y).m_in_)
+    return {**kw, "m_in": m_in, "m_out": m_in + gap}
+
+
+def evaluation(root, n, seeds, pre, ft, chosen, attack, cache, gap=None):
     X, y, Xid, yid, ood = eval_data(root, n)
     configs = {"oe_old": (OLD_DEFAULT, "none", {}), "aoe_old": (OLD_DEFAULT, "fgsm", {}),
                "oe_new": (tuple(chosen), "none", {}), "aoe_new": (tuple(chosen), *ATTACKS[attack])}
+    if gap is not None:  # Stage M's gap, evaluated after the fact (reported only)
+        g = {"gap": float(gap)}
+        configs.update({f"oe_new_gap{gap:g}": (tuple(chosen), "none", g),
+                        f"aoe_new_gap{gap:g}": (tuple(chosen), ATTACKS[attack][0], {**ATTACKS[attack][1], **g})})
     out = {}
     for s in seeds:
         ce = None
@@ -278,7 +326,7 @@ def evaluation(root, n, seeds, pre, ft, chosen, attack, cache):
                                      device="cpu").fit(X, y).module_
                 det = AOEDetector(backbone=copy.deepcopy(ce), outliers=mixture(names), pretrain_epochs=0,
                                   epochs=ft, attack=_attack(att), random_state=s, device="cpu",
-                                  **kw).fit(X, y)
+                                  **_margins(kw, ce, names, X, y, s)).fit(X, y)
                 s_id = det.score_samples(Xid)
                 row = {k: {m: float(v[m]) for m in ("auroc", "fpr95")}
                        for k, v in ((k, ood_report(s_id, det.score_samples(x))) for k, x in ood.items())}
@@ -291,12 +339,15 @@ def evaluation(root, n, seeds, pre, ft, chosen, attack, cache):
     return out
 
 
+EVAL_SETS = ["mnist", "digits28", "photo_patches", "gaussian_noise", "uniform_noise"]
+
+
 def _fmt(v):
     return "" if v is None else f"{v:.3f}"
 
 
 def _eval_table(ev):
-    sets = ["mnist", "digits28", "photo_patches", "gaussian_noise", "uniform_noise"]
+    sets = EVAL_SETS
     near = sets[:3]
     head = ("| config | " + " | ".join(sets) + " | mean AUROC (non-noise) | mean FPR@95 (non-noise) "
             "| mean AUROC (all) | mean FPR@95 (all) | adv. AUROC MNIST (PGD 0.03) | accuracy |")
@@ -319,10 +370,47 @@ def _eval_table(ev):
     return lines
 
 
+def plot(data, out_png):
+    """Two panels: Stage A's cross-family AUROC matrix and the evaluation AUROC per OOD set
+    (mean and range over seeds) of each evaluated configuration. Needs matplotlib."""
+    st = data.get("stages", {})
+    if "a" not in st or "eval" not in st:
+        return None
+    fig, axes = _new_figure(2, size=(6.0, 4.6))
+    a, ax = st["a"], axes[0][0]
+    fams = list(a["cross"])
+    C = np.array([[a["cross"][f][g] for g in fams] for f in fams])
+    im = ax.imshow(C, vmin=0.5, vmax=1.0, cmap="viridis")
+    ax.set_xticks(range(len(fams)), fams, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(fams)), fams, fontsize=7)
+    ax.set_xlabel("AUROC on fresh samples of")
+    ax.set_ylabel("trained on (design split)")
+    ax.set_title("Stage A: cross-family AUROC")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax, ev = axes[0][1], st["eval"]
+    width, low = 0.8 / len(ev), 0.9
+    for i, (label, rows) in enumerate(ev.items()):
+        v = np.array([[r[s]["auroc"] for s in EVAL_SETS] for r in rows])
+        x = np.arange(len(EVAL_SETS)) + (i - (len(ev) - 1) / 2) * width
+        ax.bar(x, v.mean(0), width, label=label,
+               yerr=[v.mean(0) - v.min(0), v.max(0) - v.mean(0)], capsize=2)
+        low = min(low, np.floor(v.min() * 20) / 20)
+    ax.set_xticks(range(len(EVAL_SETS)), EVAL_SETS, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(low, 1.0)
+    ax.set_ylabel("AUROC (ID positive), bars: seed range")
+    ax.set_title("Evaluation (reported only)")
+    ax.legend(fontsize=7)
+    return _save(fig, out_png)
+
+
 def report(data, out_md):
     st, meta = data.get("stages", {}), data.get("meta", {})
     L = ["# Image outlier families: selection protocol and results (issue 9)", "",
-         f"- command: `{meta.get('command')}`", f"- machine: {meta.get('machine')}; torch {meta.get('torch')}",
+         f"- command: `{meta.get('command')}`"
+         + (f"; Stage M: `{meta['command_stage_m']}`" if "command_stage_m" in meta else "")
+         + (f"; evaluation re-run with Stage M's gap: `{meta['command_stage_eval']}`"
+            if "command_stage_eval" in meta else ""),
+         f"- machine: {meta.get('machine')}; torch {meta.get('torch')}",
          "- protocol: the module docstring of `benchmarks/outlier_study.py` and docs/benchmarks.md "
          "(written before any result); AUROC with ID positive, default `ood_score`", ""]
     if "a" in st:
@@ -357,16 +445,34 @@ def report(data, out_md):
         for k, r in c["settings"].items():
             L.append(f"| {k} | {r['heldout_auroc']:.3f} | {r['heldout_fpr95']:.3f} | {r['family_auroc']:.3f} |")
         L += ["", f"Chosen by the rule: **{c['chosen']}**.", ""]
+    if "m" in st:
+        m = st["m"]
+        L += ["## Stage M: margin gap on the chosen mixture (design split; added 2026-11-29, "
+              "rule written before its results)", "",
+              "| gap m_out - m_in | held-out classes AUROC | FPR@95 | mean family AUROC | J |",
+              "|---|---|---|---|---|"]
+        for g, r in m["gaps"].items():
+            L.append(f"| {g} | {r['heldout_auroc']:.3f} | {r['heldout_fpr95']:.3f} | "
+                     f"{r['family_auroc']:.3f} | {r['J']:.4f} |")
+        L += ["", f"Chosen by the rule: **{m['chosen']}** (m_in per seed: "
+              + ", ".join(f"{v:.2f}" for v in m["m_in"].values()) + ").", ""]
     if "eval" in st:
         L += ["## Evaluation (Fashion-MNIST, all classes; reported only, never used to choose)", ""]
         L += _eval_table(st["eval"])
+        png = out_md.replace(".md", ".png")
+        try:
+            if plot(data, png):
+                L += ["", f"![Stage A matrix and evaluation AUROC]({os.path.basename(png)})"]
+        except ImportError as exc:  # matplotlib is optional
+            print(f"no plot: {exc}")
     with open(out_md, "w") as f:
         f.write("\n".join(L) + "\n")
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", default="all", choices=["a", "b", "c", "eval", "all"])
+    p.add_argument("--stage", default="all", choices=["a", "b", "c", "eval", "all", "m"],
+                   help="'m' (margin gap, added later) runs only on request, after 'b'")
     p.add_argument("--data-root", default=None)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--loso-seeds", type=int, default=1)
@@ -382,23 +488,30 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     cache = Cache(OUT)
-    cache.data["meta"] = {"command": "python benchmarks/outlier_study.py " + " ".join(argv or []),
-                          "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
-                          "torch": torch.__version__}
+    command = "python benchmarks/outlier_study.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.stage in ("m", "eval") and "command" in cache.data.get("meta", {}):  # later additions:
+        cache.data["meta"][f"command_stage_{a.stage}"] = command  # the main run stays the record
+    else:
+        cache.data["meta"] = {"command": command, "torch": torch.__version__,
+                              "machine": f"{platform.platform()}, {os.cpu_count()} CPUs"}
     d = Design(a.data_root, a.n_design, list(range(a.seeds)), 3, 2, cache)
     res = cache.data.setdefault("stages", {})
-    if a.stage in ("a", "all", "b", "c", "eval"):
+    if a.stage in ("a", "all", "b", "c", "eval", "m"):
         res["a"] = stage_a(d)
         cache.save()
-    if a.stage in ("b", "all", "c", "eval"):
+    if a.stage in ("b", "all", "c", "eval", "m"):
         res["b"] = stage_b(d, res["a"], list(range(a.loso_seeds)))
         cache.save()
     if a.stage in ("c", "all", "eval"):
         res["c"] = stage_c(d, res["b"]["families"])
         cache.save()
+    if a.stage == "m":
+        res["m"] = stage_m(d, res["b"]["families"])
+        cache.save()
     if a.stage in ("eval", "all"):
+        gap = res["m"]["chosen"] if "m" in res and res["m"]["chosen"] != AUTO_MARGIN_GAP else None
         res["eval"] = evaluation(a.data_root, a.n_eval, list(range(a.eval_seeds)), 3, 2,
-                                 res["b"]["families"], res["c"]["chosen"] or "aoe_fgsm", cache)
+                                 res["b"]["families"], res["c"]["chosen"] or "aoe_fgsm", cache, gap)
         cache.save()
     report(cache.data, OUT.replace(".json", ".md"))
 

@@ -179,6 +179,39 @@ def test_train_options_from_the_estimator_params():
     assert (opts.batch_size, opts.outlier_batch_size, opts.lr, opts.optimizer) == (64, 32, 0.5, "sgd")
     assert opts.attack_refresh == 3 and opts.clip == (0.0, 1.0) and opts.verbose == 2
     assert opts.sync_batchnorm == "auto" and opts.temperature == 1.0
+    assert opts.weight_decay == 0.0
+    assert TrainOptions.from_params(AOEDetector(weight_decay=0.05).get_params(deep=False),
+                                    clip=None, channels_last=False, ddp=False).weight_decay == 0.05
+
+
+def test_weight_decay_is_decoupled_with_adam_and_l2_with_sgd():
+    assert type(_stage().optimizer) is torch.optim.Adam  # 0: plain Adam, the former numbers
+    adamw = _stage(weight_decay=0.1).optimizer
+    assert type(adamw) is torch.optim.AdamW and adamw.param_groups[0]["weight_decay"] == 0.1
+    sgd = _stage(optimizer="sgd", weight_decay=0.1).optimizer
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["weight_decay"] == 0.1
+    # with a zero loss gradient AdamW only decays: w <- w * (1 - lr * wd) per step
+    net = _net()
+    w0 = [p.detach().clone() for p in net.parameters()]
+    stage = _stage(net=net, weight_decay=0.1, lr=1e-2, epochs=1, loss=_ZeroLoss())
+    rows = train_epoch(stage)
+    lrs = [1e-2 * 0.5 * (1 + math.cos(math.pi * t / 5)) for t in range(rows["steps"])]
+    shrink = float(np.prod([1 - lr * 0.1 for lr in lrs]))
+    for p, q in zip(net.parameters(), w0):
+        torch.testing.assert_close(p.detach(), q * shrink, rtol=1e-5, atol=1e-7)
+
+
+def test_weight_decay_is_validated_by_fit(blobs):
+    with pytest.raises(ValueError, match="weight_decay"):
+        AOEDetector(weight_decay=-0.1).fit(*blobs)
+
+
+class _ZeroLoss(CrossEntropyOnly):
+    """Cross-entropy times zero: every parameter gets a zero (not None) gradient."""
+
+    def forward(self, logits_in, y_in, logits_out=None):
+        ce, parts = super().forward(logits_in, y_in, logits_out)
+        return ce * 0.0, parts
 
 
 def test_epsilon_is_resolved_in_one_place():
