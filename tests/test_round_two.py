@@ -14,6 +14,7 @@ from torch import nn
 
 import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, TrainingInterruptedWarning
+from aoe_detect import _fit_inputs
 from aoe_detect._state import CalibrationWarning, conformal_offset, keep_classes_in_training
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import NoClassesError
@@ -171,9 +172,9 @@ def test_interrupt_anywhere_keeps_last_completed_epoch(tmp_path, monkeypatch, wh
 def test_interrupt_before_any_training_restores_and_reraises(fitted, monkeypatch):
     det = copy.deepcopy(fitted)
 
-    def boom(self, *a, **k):
+    def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(AOEDetector, "_fit_outlier_source", boom)
+    monkeypatch.setattr(_fit_inputs, "fit_outlier_source", boom)  # after the split, before training
     fails_untouched(det, lambda d: d.fit(X, Y), KeyboardInterrupt, "")
 
 
