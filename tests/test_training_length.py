@@ -52,7 +52,7 @@ def test_auto_length_floor_on_small_data():
 
 def test_auto_length_unchanged_with_many_batches():
     X, y = _wine()
-    # batch_size 2: 59 steps per epoch >= 50 -> exactly 10 epochs, as before issue 9
+    # batch_size 2: 59 steps per epoch -> exactly AUTO_PRETRAIN_EPOCHS (20) and AUTO_EPOCHS (10)
     det = AOEDetector(random_state=0, device="cpu", batch_size=2).fit(X, y)
     assert _stages(det) == {"pretrain": AUTO_PRETRAIN_EPOCHS, "finetune": AUTO_EPOCHS}
     # explicit numbers are taken verbatim
