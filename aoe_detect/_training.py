@@ -239,13 +239,13 @@ class TrainOptions:
         return cls(batch_size=int(params["batch_size"]),
                    outlier_batch_size=None if obs is None else int(obs),
                    optimizer=params["optimizer"], lr=params["lr"],
-                   weight_decay=float(params.get("weight_decay", 0.0)),
+                   weight_decay=float(params["weight_decay"]),
                    attack_fraction=params["attack_fraction"],
                    temperature=params["temperature"], amp=params["amp"],
                    compile=params["compile"], attack_refresh=int(params["attack_refresh"]),
-                   sync_batchnorm=params.get("sync_batchnorm", "auto"),
+                   sync_batchnorm=params["sync_batchnorm"],
                    num_workers=int(params["num_workers"]), verbose=params["verbose"],
-                   augment=bool(params.get("augment", False)), **resolved)
+                   augment=bool(params["augment"]), **resolved)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import os
 import warnings
@@ -576,7 +577,9 @@ class PersistenceMixin:
             warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
                           f"{__version__}.", UserWarning)
         self.__dict__.update(state)
-        self.__dict__.setdefault("sync_batchnorm", "auto")  # pickled before the parameter existed
+        for name, param in inspect.signature(type(self).__init__).parameters.items():
+            if param.default is not param.empty:  # pickled before the parameter existed
+                self.__dict__.setdefault(name, param.default)
         if "module_" in state:
             dev = torch.device(state["device_"])
             if dev.type == "cuda" and not torch.cuda.is_available():

@@ -271,9 +271,7 @@ def stage_m(d, names):
     explicit ``m_in = m_in_``, ``m_out = m_in_ + gap``. Rule (written before the results):
     the highest mean of the held-out-class AUROC and the mean family-probe AUROC; the
     incumbent ``AUTO_MARGIN_GAP`` stays unless another gap beats it by more than 0.002."""
-    m_in = {s: float(AOEDetector(backbone=copy.deepcopy(d.ce(s)), outliers=mixture(names),
-                                 pretrain_epochs=0, epochs=0, random_state=s, device="cpu")
-                     .fit(d.X, d.y).m_in_) for s in d.seeds}
+    m_in = {s: _auto_m_in(d.ce(s), names, d.X, d.y, s) for s in d.seeds}
     res = {}
     for gap in GAPS:
         rows = [d.fit(s, tuple(names), m_in=m_in[s], m_out=m_in[s] + gap) for s in d.seeds]
@@ -292,16 +290,21 @@ def eval_data(root, n):
     return _img(X), y, _img(Xt), yt, {k: _img(v) for k, v in ood.items()}
 
 
+def _auto_m_in(backbone, names, X, y, seed):
+    """The automatic ``m_in_`` of fine-tuning ``backbone`` (a 0-epoch fit: the median ID
+    energy when outlier exposure starts; it does not depend on the gap or the attack)."""
+    return float(AOEDetector(backbone=copy.deepcopy(backbone), outliers=mixture(names),
+                             pretrain_epochs=0, epochs=0, random_state=seed, device="cpu")
+                 .fit(X, y).m_in_)
+
+
 def _margins(kw, backbone, names, X, y, seed):
-    """``kw`` with a ``gap`` entry replaced by explicit margins ``m_in_``, ``m_in_ + gap``
-    (``m_in_`` read from a 0-epoch fit, as in :func:`stage_m`)."""
+    """``kw`` with a ``gap`` entry replaced by explicit margins ``m_in_``, ``m_in_ + gap``."""
     if "gap" not in kw:
         return kw
     kw = dict(kw)
     gap = kw.pop("gap")
-    m_in = float(AOEDetector(backbone=copy.deepcopy(backbone), outliers=mixture(names),
-                             pretrain_epochs=0, epochs=0, random_state=seed, device="cpu")
-                 .fit(X, y).m_in_)
+    m_in = _auto_m_in(backbone, names, X, y, seed)
     return {**kw, "m_in": m_in, "m_out": m_in + gap}
 
 

@@ -5,7 +5,7 @@ detector holds out ``validation_fraction`` of them itself), each followed by the
 classifier's accuracy on the 10 000 test images:
 
 1. pretraining: ``AOEDetector(outliers=None, epochs=0, random_state=seed)`` with every other
-   default (backbone ``"auto"`` = the small CNN, ``pretrain_epochs="auto"`` = 10 epochs,
+   default (backbone ``"auto"`` = the small CNN, ``pretrain_epochs="auto"`` = 20 epochs,
    Adam with a cosine schedule);
 2. fine-tuning (``--finetune``): ``AOEDetector(backbone=<pretrained copy>, pretrain_epochs=0,
    random_state=seed)`` with the default outliers, attack and ``epochs="auto"``, which is
@@ -39,6 +39,7 @@ import torch
 
 from aoe_detect import AOEDetector
 from aoe_detect import datasets as ds
+from aoe_detect.detector import AUTO_PRETRAIN_EPOCHS
 
 DESIGN_VAL = 10_000
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -86,7 +87,7 @@ def main(argv=None):
     p.add_argument("--out", default=RESULTS)
     p.add_argument("--finetune", action="store_true")
     p.add_argument("--augment", action="store_true", help="AOEDetector(augment=True)")
-    p.add_argument("--pretrain-epochs", type=int, default=None, help="instead of 'auto' (10)")
+    p.add_argument("--pretrain-epochs", type=int, default=None, help=f"instead of 'auto' ({AUTO_PRETRAIN_EPOCHS})")
     p.add_argument("--tag", default="", help="suffix of the result files")
     p.add_argument("--design", action="store_true",
                    help=f"train on 50k training images, report accuracy on the other {DESIGN_VAL} "

@@ -82,6 +82,18 @@ def test_round_trip_images_and_user_module(tmp_path):
             AOEDetector.load(tmp_path / "user.aoe", module=nn.Linear(2, 3))
 
 
+def test_a_pickle_from_before_newer_parameters_gets_their_defaults(fitted):
+    state = fitted.__getstate__()
+    for name in ("sync_batchnorm", "augment", "weight_decay"):  # added after 0.1
+        del state[name]
+    old = AOEDetector.__new__(AOEDetector)
+    old.__setstate__(state)
+    params = old.get_params(deep=False)
+    assert (params["sync_batchnorm"], params["augment"], params["weight_decay"]) == ("auto", False, 0.0)
+    _same_detector(old, fitted)
+    assert old.set_params(epochs=1).fit(X, Y).offset_ == fitted.offset_  # refits as before
+
+
 def test_file_is_plain_tensors_and_json(saved):
     payload = torch.load(saved, map_location="cpu", weights_only=True)
     assert payload["format"] == persistence.FORMAT
