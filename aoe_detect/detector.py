@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from . import _fit_inputs, _fit_steps, _scoring, _state, _training
 from . import distributed as _distributed
 from . import persistence as _persistence
-from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
+from ._compat import HasMethods, IntInterval, Interval, RegistryOptions, StrOptions
 from ._fit_steps import AUTO_EPOCHS, AUTO_MARGIN_GAP, AUTO_MIN_STEPS, AUTO_PRETRAIN_EPOCHS  # noqa: F401
 from ._scoring import SCORE_CHUNK_ROWS  # noqa: F401  (documented constant)
 from ._torch_utils import resolve_device as _resolve_device  # noqa: F401  (former home)
@@ -293,10 +293,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "loss": [StrOptions({"energy", "softmax"}), EnergyMargin, SoftmaxOE],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "outlier_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
+        "pretrain_epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [IntInterval(1, None, closed="left")],
+        "outlier_batch_size": [IntInterval(1, None, closed="left"), None],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adam", "sgd"})],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
@@ -315,15 +315,15 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         "amp": [StrOptions({"bf16", "fp16"}), "boolean"],
         "compile": ["boolean", dict],
         "channels_last": [StrOptions({"auto"}), "boolean"],
-        "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
-        "attack_refresh": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_workers": [IntInterval(0, None, closed="left")],
+        "attack_refresh": [IntInterval(1, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
         "ood_score": [StrOptions(set(SCORES))],
         "feature_layer": [str, None],
-        "knn_k": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "knn_k": [IntInterval(1, None, closed="left"), StrOptions({"auto"})],
+        "knn_max_samples": [IntInterval(1, None, closed="left"), None],
         "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
-        "outlier_label": [numbers.Integral, str],
+        "outlier_label": [IntInterval(None, None, closed="neither"), str],
         "augment": ["boolean"],
     }
 
@@ -474,6 +474,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                             progress, val)
             progress.where = "fit (while fitting the score and scoring the validation data)"
             self._calibrate(data, y_tr, gen)
+            if self.checkpoint_dir is not None and _distributed.is_main_process():
+                self._checkpoint(complete=True)  # the detector as fitted, threshold included
         except KeyboardInterrupt:
             if progress.kept is None:  # nothing trained yet: fit restores the old state
                 raise
@@ -484,7 +486,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                 self._set_margins(data.X_train, device)
             self._calibrate(data, y_tr, gen)
             if self.checkpoint_dir is not None and _distributed.is_main_process():
-                self._checkpoint()  # the checkpoint is never behind the kept epoch
+                self._checkpoint(complete=True)  # never behind the kept epoch
         return self
 
     def _set_module(self, data, resuming, device):
@@ -523,7 +525,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         checkpoint = self.checkpoint_dir is not None and _distributed.is_main_process()
         return _training.run_stage(
             stage, history=self.history_, progress=progress, validation=val,
-            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature),
+            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature,
+                                                            float32_only=True),
             on_epoch_end=self._checkpoint if checkpoint else None)
 
     def _calibrate(self, data, y_tr, gen):
@@ -533,8 +536,11 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             self._rows(), data.X_train, y_tr, data.X_val, gen, ood_score=self.ood_score,
             temperature=self.temperature, knn_k=self.knn_k, knn_max_samples=self.knn_max_samples,
             feature_layer=self.feature_layer, has_classes=hasattr(self, "classes_"))
-        self.validation_scores_ = self._validation_scores(data.X_val)
+        self.validation_scores_ = self._finite_scores(self._validation_scores(data.X_val))
+        _state.check_spread(self.validation_scores_, self.ood_score, self.validation_fraction)
         self.offset_ = _state.conformal_offset(self.validation_scores_, self.contamination)
+        self.__dict__.pop("_held_out", None)
+        self._set_score_base(held_out=self._keep_held_out(data.X_val))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
