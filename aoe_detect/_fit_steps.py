@@ -112,7 +112,7 @@ def _class_indices(lab_tr, classes, k, fresh, resumed):
                              f"warm-started does not know; its classes_ are "
                              f"{classes.tolist()}.")
         return np.searchsorted(classes, lab_tr)
-    if lab_tr.dtype.kind not in "iu":
+    if lab_tr.dtype.kind not in "iub":
         raise ValueError(f"`y` holds {lab_tr.dtype} labels, but a pretrained module's "
                          f"outputs are class indices: pass integer labels in [0, {k}) "
                          "that follow the module's output order.")

@@ -416,6 +416,14 @@ class PredictMixin:
         """
         marker = getattr(self, "outlier_label", -1)
         y_arr = None if y is None else np.asarray(y)
+        if y_arr is not None and y_arr.dtype.kind in "US" and not isinstance(marker, str):
+            n_like = int((y_arr.astype(str) == str(marker)).sum())
+            raise ValueError(
+                f"score(X, y): `y` holds string labels (e.g. {str(y_arr.ravel()[0])!r}) but "
+                f"outlier_label={marker!r} is an integer, so no row is marked OOD"
+                + (f" ({n_like} row(s) are the string {str(marker)!r}, not the integer)"
+                   if n_like else "") + ". Pass numeric labels (y < 0 = OOD), or "
+                f"set_params(outlier_label=<the string>).")
         numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
         if y_arr is not None and not (numeric and not isinstance(marker, str) and marker < 0):
             # string labels or a non-negative marker: map to the -1 / +1 convention first

@@ -27,9 +27,10 @@ from ._torch_utils import resolve_device as _resolve_device  # noqa: F401  (form
 from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius,  # noqa: F401
                       resolve_attack, resolve_epsilon)
 from .backbones import BACKBONES
-from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
-                         TrainingInterruptedWarning)
-from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
+from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossError,  # noqa: F401
+                         NonFiniteLossWarning, TrainingInterruptedWarning)
+from ._validation import check_epsilon
+from .losses import LOSS_CONFIGS, MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
 from .scores import FEATURE_SCORES, SCORES
 
@@ -376,6 +377,32 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         self.augment = augment
         self.weight_decay = weight_decay
 
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's ``set_params``). Nested parameters of a component
+        given by name also work: ``set_params(attack__eps=0.03)`` on ``attack="fgsm"``
+        replaces the name by its object (``FGSM(eps=0.03)``), and so does ``loss__lam`` on
+        ``loss="energy"``. After ``fit``, see :data:`aoe_detect._scoring.SCORE_PARAMS` for
+        the parameters that shape the fitted score."""
+        for name, registry in (("attack", ATTACKS), ("loss", LOSS_CONFIGS)):
+            if not any(k.startswith(name + "__") for k in params):
+                continue
+            value = params.get(name, getattr(self, name))
+            if isinstance(value, str) and value in registry:
+                params[name] = registry[value]()
+            elif value is None or isinstance(value, str):
+                nested = sorted(k for k in params if k.startswith(name + "__"))
+                raise ValueError(f"Cannot set {nested}: `{name}`={value!r} has no parameters. "
+                                 f"Pass an object instead, e.g. {name}="
+                                 f"{type(next(iter(registry.values()))()).__name__}(...).")
+        if "attack" in params and any(k.startswith("attack__") for k in params):
+            first = {"attack": params.pop("attack")}
+            if "loss" in params:
+                first["loss"] = params.pop("loss")
+            super().set_params(**first)
+        elif "loss" in params and any(k.startswith("loss__") for k in params):
+            super().set_params(loss=params.pop("loss"))
+        return super().set_params(**params)
+
     def fit(self, X, y=None, X_outliers=None):
         """Fine-tune the backbone with (adversarial) outlier exposure.
 
@@ -434,6 +461,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     def _fit(self, inputs, seed, device):
         """The recipe: split, module, resolved parameters, two stages, score, threshold."""
         rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
+        refit = "offset_" in self.__dict__  # a fitted detector: a diverged refit changes nothing
         self.__dict__.pop("feature_names_in_", None)  # n_features_in_, input_shape_, ...
         self.__dict__.update(inputs.fitted_attributes(), device_=device)
         data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, self.num_workers)
@@ -455,6 +483,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             self.outlier_source_ = source
         attack = resolve_attack(self.attack)  # its radius, resolved once (fails before training)
         eps = 0.0 if attack is None else attack_radius(attack, self.epsilon_, self.input_shape_, device)
+        if getattr(attack, "eps", None) is not None:  # the attack's own radius is the one used
+            self.epsilon_ = check_epsilon(attack.eps, self.input_shape_, "attack__eps")
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
@@ -470,8 +500,14 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             if not stopped:
                 loss = _fit_steps.outlier_loss(kind, source, self.lam_, self.m_in_, self.m_out_,
                                                self.temperature)
-                self._train("finetune", n_ft, data, y_tr, loss, source, attack, eps, gen,
-                            progress, val)
+                stopped = self._train("finetune", n_ft, data, y_tr, loss, source, attack, eps,
+                                      gen, progress, val)
+            if stopped and refit:  # fit restores the previous detector
+                raise NonFiniteLossError(
+                    "This fit of an already fitted detector stopped on a non-finite loss or "
+                    "weights (see the NonFiniteLossWarning), so the previously fitted detector "
+                    "is kept unchanged. Lower `lr`, or check the data and the outlier source "
+                    "(NaN/inf in their batches).")
             progress.where = "fit (while fitting the score and scoring the validation data)"
             self._calibrate(data, y_tr, gen)
             if self.checkpoint_dir is not None and _distributed.is_main_process():
