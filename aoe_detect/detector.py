@@ -124,11 +124,17 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         a typical ID input). The margins thus follow the backbone's own energy level;
         Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
     temperature : float in [1e-3, 1e3], default=1.0
-        Energy temperature ``T`` (also used by scoring: a change after ``fit`` takes
-        effect at once).
+        Energy temperature ``T`` (also used by scoring). A change after ``fit`` takes effect
+        at once for the score *and* its threshold: the next call that scores rebuilds the
+        energy part, the standardisation of a sum score, ``validation_scores_`` and
+        ``offset_`` from the held-out logits kept at ``fit`` (setting it back restores the
+        fitted state bitwise). A loaded or unpickled detector does not keep them: it refuses
+        to score until ``recalibrate(X)`` with ID data (or ``fit``).
     contamination : float in (0, 0.5], default=0.05
         Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
-        :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
+        :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR. A
+        change after ``fit`` recomputes ``offset_`` from ``validation_scores_`` at the next
+        call that scores (as :meth:`recalibrate` does).
     validation_fraction : float in [0, 1), default=0.1
         Share of ID rows held out (not trained on) to compute ``offset_``. 0 uses the
         training data (scores are then optimistic).
@@ -185,14 +191,20 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         features to their ``k``-th nearest ID training feature (Sun et al. 2022); a sum
         ``"a+b"`` adds the two scores after standardising each on the held-out ID rows.
         Feature statistics are fitted on the ID training rows after fine-tuning (see
-        :mod:`aoe_detect.scores`). :meth:`perturb` attacks this score.
+        :mod:`aoe_detect.scores`). :meth:`perturb` attacks this score. Changed by
+        ``set_params`` after ``fit`` (as ``feature_layer`` and ``knn_max_samples``), the
+        fitted statistics no longer belong to it: scoring and :meth:`save` raise
+        :class:`~aoe_detect.exceptions.StaleScoreError` until ``fit`` (or until it is set
+        back); see :data:`aoe_detect._scoring.SCORE_PARAMS`.
     feature_layer : str or None, default=None
         Name of the backbone submodule whose *input* are the features of the feature scores
         (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
         ``nn.Linear`` layer (the head of every built-in backbone).
     knn_k : int or "auto", default="auto"
         ``k`` of ``ood_score="knn"``; ``"auto"``: 1% of the stored training features, between
-        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
+        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images). An integer above the
+        number of stored features warns (the farthest one is used). A change after ``fit``
+        takes effect at once, like ``temperature``.
     knn_max_samples : int or None, default=4000
         At most this many training features (a random subset) are kept for the k-NN search,
         so memory and scoring time do not grow with the training set; ``None`` keeps all
@@ -208,7 +220,9 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
         (``{3, 7, 100}``) or strings; with string labels use a string marker such as
         ``outlier_label="outlier"``. For integer labels every other negative label is an
-        error in ``fit`` (and counts as OOD in :meth:`score`).
+        error in ``fit`` (and counts as OOD in :meth:`score`). Bools are refused (``True``
+        would turn class 1 into outliers); string labels equal to the text of an integer
+        marker (``"-1"``) are a class, with a warning.
 
     Attributes
     ----------

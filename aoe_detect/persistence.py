@@ -481,7 +481,7 @@ def _restore_fitted(det, fitted, payload, dev, path):
         raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
                          "no fitted score statistics (`scorer_`) for its threshold `offset_`.")
     if "offset_" in fitted:
-        _check_loaded_offset(det, path)
+        _check_loaded_offset(det, path, payload.get("version"))
 
 
 def _check_loaded_scorer(det, spec, path):
@@ -540,13 +540,22 @@ def _check_loaded_scorer(det, spec, path):
                        f"module's features are {n_out - n_logits} wide")
 
 
-def _check_loaded_offset(det, path):
+def _check_loaded_offset(det, path, version):
     """``offset_`` is the ``contamination`` quantile of the saved ``validation_scores_``,
-    as ``fit`` and ``recalibrate`` compute it."""
+    as ``fit`` and ``recalibrate`` compute it. (Before 0.3, ``recalibrate(X)`` did not
+    keep the scores of ``X``: a file of another version only warns.)"""
+    from . import __version__  # read on use (tests and users may patch it)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # too few scores: warned about at fit already
         expected = conformal_offset(det.validation_scores_, det.contamination)
     if float(det.offset_) != expected:
+        if version != __version__:
+            warnings.warn(f"{path!r}: `offset_` {det.offset_!r} is not the contamination="
+                          f"{det.contamination} quantile of the saved validation scores (a file "
+                          "of an older version, recalibrated on other data?); it is kept. Call "
+                          "recalibrate(X) with ID data to rebuild it.", UserWarning)
+            return
         raise _bad(path, "offset_", f"{det.offset_!r} is not the contamination={det.contamination} "
                    f"quantile {expected!r} of the saved validation scores")
 
@@ -642,8 +651,9 @@ class PersistenceMixin:
 
         state = self.__dict__.copy()
         state.pop("outlier_source_", None)
-        for key in ("_held_out", "_score_base", "_score_applied"):  # rebuilt on unpickling
+        for key in ("_held_out", "_score_base"):  # rebuilt on unpickling
             state.pop(key, None)
+        # _score_applied (plain values) stays: the parameters the pickled score belongs to
         if "module_" in state:
             state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
             state["device_"] = str(state["device_"])
@@ -679,4 +689,7 @@ class PersistenceMixin:
             if "scorer_" in state:
                 self.scorer_ = self.scorer_.to(dev)
         if "offset_" in state and hasattr(self, "_set_score_base"):
-            self._set_score_base()  # as fitted for the pickled parameters
+            applied = state.get("_score_applied")
+            self._set_score_base()  # the pickled score state...
+            if applied is not None:  # ...belongs to the parameters it was computed for
+                self._score_base["params"] = self._score_applied = dict(applied)

@@ -3,6 +3,7 @@ finite inputs never get NaN scores accepted as in-distribution, degenerate stati
 named before they become a silent threshold. docs/failure_modes.md lists these cases."""
 
 import copy
+import pickle
 import warnings
 
 import numpy as np
@@ -135,6 +136,23 @@ def test_loaded_detector_temperature_needs_recalibrate_with_data(fitted, tmp_pat
     # and the file written now is consistent
     back = AOEDetector.load(det.save(tmp_path / "e.aoe"))
     assert back.decision_function(PROBE).tobytes() == det.decision_function(PROBE).tobytes()
+
+
+def test_a_pickle_knows_what_its_score_was_fitted_for(fitted):
+    det = copy.deepcopy(fitted).set_params(ood_score="energy")
+    back = pickle.loads(pickle.dumps(det))
+    with pytest.raises(StaleScoreError, match="ood_score"):
+        back.score_samples(PROBE)
+    back.set_params(ood_score=fitted.ood_score)
+    assert back.score_samples(PROBE).tobytes() == fitted.score_samples(PROBE).tobytes()
+    # pickles do not keep the held-out outputs: a new temperature needs recalibrate(X)
+    t = pickle.loads(pickle.dumps(fitted)).set_params(temperature=2.0)
+    with pytest.raises(StaleScoreError, match=r"recalibrate\(X\)"):
+        t.predict(PROBE)
+    # a change applied before pickling travels with it
+    applied = copy.deepcopy(fitted).set_params(temperature=2.0)
+    s = applied.score_samples(PROBE)
+    assert pickle.loads(pickle.dumps(applied)).score_samples(PROBE).tobytes() == s.tobytes()
 
 
 def test_recalibrate_accepts_the_user_guide_keyword(fitted):
