@@ -19,7 +19,8 @@ from sklearn.utils._param_validation import (  # noqa: E402
     HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,
     validate_parameter_constraints)
 
-__all__ = ["validate_data", "Interval", "IntInterval", "StrOptions", "RegistryOptions", "HasMethods",
+__all__ = ["validate_data", "Interval", "IntInterval", "StrOptions", "RegistryOptions",
+           "HasMethods",
            "InvalidParameterError", "validate_parameter_constraints", "make_constraint"]
 
 

@@ -30,12 +30,13 @@ from ._loading import DatasetView, _ChunkSampler, is_dataset, make_loader, scori
 from ._fit_steps import seed_from
 from ._training import amp_dtype, batched_outputs, compiled
 from ._validation import check_epsilon, check_input_range, check_inputs
-from .attacks import attack_radius, resolve_attack
+from .attacks import ATTACKS, attack_radius, resolve_attack
 from .exceptions import NoClassesError, NonFiniteScoreWarning, StaleScoreError
-from .losses import energy
+from .losses import LOSS_CONFIGS, energy
 from .metrics import auroc_scorer
 from .model_selection import ood_mask
-from .scores import FEATURE_SCORES, EnergyScore, KNNScore, LogitsAndFeatures, ScoreHead, SumScore, build_scorer
+from .scores import (FEATURE_SCORES, EnergyScore, KNNScore, LogitsAndFeatures, ScoreHead,
+                     SumScore, build_scorer)
 
 __all__ = ["SCORE_CHUNK_ROWS", "Rows", "infer_batch", "fit_scorer", "PredictMixin", "SCORE_PARAMS",
            "MAX_KEPT_HELD_OUT"]
@@ -231,12 +232,17 @@ class PredictMixin:
 
     def _validation_scores(self, X_val):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
-        gather all of them (so ``offset_`` is the same everywhere)."""
+        gather all of them (so ``offset_`` is the same everywhere). Non-finite ones become
+        ``-inf``; a near-zero spread warns (:func:`~aoe_detect._state.check_spread`)."""
         if not self.distributed_:
-            return self._chosen_scores(X_val)
-        rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
-        part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
-        return _distributed.gather_rows(self._chosen_scores(part), len(X_val))
+            scores = self._chosen_scores(X_val)
+        else:
+            rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
+            part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
+            scores = _distributed.gather_rows(self._chosen_scores(part), len(X_val))
+        scores = self._finite_scores(scores)
+        _state.check_spread(scores, self.ood_score, self.validation_fraction)
+        return scores
 
     def _check_X(self, X):
         check_is_fitted(self, "offset_")
@@ -304,6 +310,15 @@ class PredictMixin:
         ndarray of shape (n,), int
         """
         return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's ``set_params``). ``attack__eps`` on
+        ``attack="fgsm"`` (and ``loss__lam`` on ``loss="energy"``) first replaces the name
+        by its object (``FGSM()``); after ``fit`` see :data:`SCORE_PARAMS`."""
+        for first in _state.named_components(self, params, {"attack": ATTACKS,
+                                                             "loss": LOSS_CONFIGS}):
+            super().set_params(**first)
+        return super().set_params(**params)
 
     def recalibrate(self, X=None, contamination=None, *, X_id=None):
         """Re-threshold without refitting.
@@ -496,15 +511,18 @@ class PredictMixin:
             out["temperature"] = self.temperature
         return out
 
-    def _set_score_base(self, held_out=None):
+    def _set_score_base(self, held_out=False):
         """Record the current fitted score state as the one the current parameters shape
-        (end of ``fit`` and ``recalibrate``; at ``load`` and unpickling)."""
+        (end of ``fit`` and ``recalibrate``; at ``load`` and unpickling); ``held_out``: the
+        outputs of :meth:`_keep_held_out` (None: none kept; False: unchanged)."""
         self._score_base = {"params": None, "scorer_": getattr(self, "scorer_", None),
                             "validation_scores_": self.validation_scores_,
                             "offset_": self.offset_}
         self._score_base["params"] = self._score_params()
         self._score_applied = self._score_base["params"]
-        if held_out is not None:
+        if held_out is None:
+            self.__dict__.pop("_held_out", None)
+        elif held_out is not False:
             self._held_out = held_out
 
     def _sync_score(self, X=None):

@@ -25,8 +25,9 @@ from ._compat import InvalidParameterError, validate_parameter_constraints
 from .exceptions import CalibrationWarning  # re-exported: its former home
 from .losses import loss_settings
 
-__all__ = ["CalibrationWarning", "conformal_offset", "check_spread", "keep_classes_in_training", "check_param",
-           "check_params", "validate_nested", "SCORING_PARAMS", "check_margin_params",
+__all__ = ["CalibrationWarning", "conformal_offset", "check_spread", "keep_classes_in_training",
+           "check_param", "check_params", "validate_nested", "named_components", "SCORING_PARAMS",
+           "check_margin_params",
            "check_fit_params", "restore_point"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -154,6 +155,25 @@ def validate_object(obj, path):
 def validate_nested(estimator, names=("attack", "outliers", "loss")):
     for name in names:
         validate_object(getattr(estimator, name, None), name)
+
+
+def named_components(estimator, params, registries):
+    """For ``set_params``: nested keys (``attack__eps``) of a component given by name
+    (``attack="fgsm"``) first replace the name by its object (``FGSM()``); yield the
+    ``{name: object}`` dicts to set first (removed from ``params``). A component that is
+    None or ``"none"`` has no parameters: a clear ValueError."""
+    for name, registry in registries.items():
+        if not any(k.startswith(name + "__") for k in params):
+            continue
+        value = params.pop(name, getattr(estimator, name))
+        if isinstance(value, str) and value in registry:
+            value = registry[value]()
+        elif value is None or isinstance(value, str):
+            nested = sorted(k for k in params if k.startswith(name + "__"))
+            example = type(next(iter(registry.values()))()).__name__
+            raise ValueError(f"Cannot set {nested}: `{name}`={value!r} has no parameters. Pass an "
+                             f"object instead, e.g. {name}={example}(...).")
+        yield {name: value}
 
 
 def check_margin_params(estimator):

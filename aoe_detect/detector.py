@@ -27,10 +27,9 @@ from ._torch_utils import resolve_device as _resolve_device  # noqa: F401  (form
 from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius,  # noqa: F401
                       resolve_attack, resolve_epsilon)
 from .backbones import BACKBONES
-from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossError,  # noqa: F401
-                         NonFiniteLossWarning, TrainingInterruptedWarning)
-from ._validation import check_epsilon
-from .losses import LOSS_CONFIGS, MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
+from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
+                         TrainingInterruptedWarning)
+from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
 from .scores import FEATURE_SCORES, SCORES
 
@@ -124,17 +123,11 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         a typical ID input). The margins thus follow the backbone's own energy level;
         Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
     temperature : float in [1e-3, 1e3], default=1.0
-        Energy temperature ``T`` (also used by scoring). A change after ``fit`` takes effect
-        at once for the score *and* its threshold: the next call that scores rebuilds the
-        energy part, the standardisation of a sum score, ``validation_scores_`` and
-        ``offset_`` from the held-out logits kept at ``fit`` (setting it back restores the
-        fitted state bitwise). A loaded or unpickled detector does not keep them: it refuses
-        to score until ``recalibrate(X)`` with ID data (or ``fit``).
+        Energy temperature ``T``, also of scoring: a change after ``fit`` takes effect at
+        once, threshold included (:data:`~aoe_detect._scoring.SCORE_PARAMS`).
     contamination : float in (0, 0.5], default=0.05
         Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
-        :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR. A
-        change after ``fit`` recomputes ``offset_`` from ``validation_scores_`` at the next
-        call that scores (as :meth:`recalibrate` does).
+        :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
     validation_fraction : float in [0, 1), default=0.1
         Share of ID rows held out (not trained on) to compute ``offset_``. 0 uses the
         training data (scores are then optimistic).
@@ -184,27 +177,21 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
         shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
     ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy+mahalanobis"
-        What :meth:`score_samples` returns (always higher = more in-distribution):
-        ``"energy"``, the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared
-        Mahalanobis distance of the penultimate features to the closest class mean under a
-        shared covariance (Lee et al. 2018); ``"knn"``, minus the distance of the normalised
-        features to their ``k``-th nearest ID training feature (Sun et al. 2022); a sum
-        ``"a+b"`` adds the two scores after standardising each on the held-out ID rows.
-        Feature statistics are fitted on the ID training rows after fine-tuning (see
-        :mod:`aoe_detect.scores`). :meth:`perturb` attacks this score. Changed by
-        ``set_params`` after ``fit`` (as ``feature_layer`` and ``knn_max_samples``), the
-        fitted statistics no longer belong to it: scoring and :meth:`save` raise
-        :class:`~aoe_detect.exceptions.StaleScoreError` until ``fit`` (or until it is set
-        back); see :data:`aoe_detect._scoring.SCORE_PARAMS`.
+        What :meth:`score_samples` returns (always higher = more in-distribution): ``"energy"``,
+        the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared Mahalanobis distance of
+        the penultimate features to the closest class mean under a shared covariance (Lee et
+        al. 2018); ``"knn"``, minus the distance of the normalised features to their ``k``-th
+        nearest ID training feature (Sun et al. 2022); a sum ``"a+b"`` adds the two scores
+        after standardising each on the held-out ID rows. Feature statistics are fitted on
+        the ID training rows after fine-tuning (:mod:`aoe_detect.scores`). :meth:`perturb`
+        attacks this score. Changed after ``fit``: ``StaleScoreError`` until ``fit``.
     feature_layer : str or None, default=None
         Name of the backbone submodule whose *input* are the features of the feature scores
         (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
         ``nn.Linear`` layer (the head of every built-in backbone).
     knn_k : int or "auto", default="auto"
         ``k`` of ``ood_score="knn"``; ``"auto"``: 1% of the stored training features, between
-        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images). An integer above the
-        number of stored features warns (the farthest one is used). A change after ``fit``
-        takes effect at once, like ``temperature``.
+        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
     knn_max_samples : int or None, default=4000
         At most this many training features (a random subset) are kept for the k-NN search,
         so memory and scoring time do not grow with the training set; ``None`` keeps all
@@ -220,9 +207,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
         (``{3, 7, 100}``) or strings; with string labels use a string marker such as
         ``outlier_label="outlier"``. For integer labels every other negative label is an
-        error in ``fit`` (and counts as OOD in :meth:`score`). Bools are refused (``True``
-        would turn class 1 into outliers); string labels equal to the text of an integer
-        marker (``"-1"``) are a class, with a warning.
+        error in ``fit`` (and counts as OOD in :meth:`score`).
 
     Attributes
     ----------
@@ -391,32 +376,6 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         self.augment = augment
         self.weight_decay = weight_decay
 
-    def set_params(self, **params):
-        """Set parameters (scikit-learn's ``set_params``). Nested parameters of a component
-        given by name also work: ``set_params(attack__eps=0.03)`` on ``attack="fgsm"``
-        replaces the name by its object (``FGSM(eps=0.03)``), and so does ``loss__lam`` on
-        ``loss="energy"``. After ``fit``, see :data:`aoe_detect._scoring.SCORE_PARAMS` for
-        the parameters that shape the fitted score."""
-        for name, registry in (("attack", ATTACKS), ("loss", LOSS_CONFIGS)):
-            if not any(k.startswith(name + "__") for k in params):
-                continue
-            value = params.get(name, getattr(self, name))
-            if isinstance(value, str) and value in registry:
-                params[name] = registry[value]()
-            elif value is None or isinstance(value, str):
-                nested = sorted(k for k in params if k.startswith(name + "__"))
-                raise ValueError(f"Cannot set {nested}: `{name}`={value!r} has no parameters. "
-                                 f"Pass an object instead, e.g. {name}="
-                                 f"{type(next(iter(registry.values()))()).__name__}(...).")
-        if "attack" in params and any(k.startswith("attack__") for k in params):
-            first = {"attack": params.pop("attack")}
-            if "loss" in params:
-                first["loss"] = params.pop("loss")
-            super().set_params(**first)
-        elif "loss" in params and any(k.startswith("loss__") for k in params):
-            super().set_params(loss=params.pop("loss"))
-        return super().set_params(**params)
-
     def fit(self, X, y=None, X_outliers=None):
         """Fine-tune the backbone with (adversarial) outlier exposure.
 
@@ -475,7 +434,6 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     def _fit(self, inputs, seed, device):
         """The recipe: split, module, resolved parameters, two stages, score, threshold."""
         rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
-        refit = "offset_" in self.__dict__  # a fitted detector: a diverged refit changes nothing
         self.__dict__.pop("feature_names_in_", None)  # n_features_in_, input_shape_, ...
         self.__dict__.update(inputs.fitted_attributes(), device_=device)
         data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, self.num_workers)
@@ -496,9 +454,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
         if source is not None:
             self.outlier_source_ = source
         attack = resolve_attack(self.attack)  # its radius, resolved once (fails before training)
-        eps = 0.0 if attack is None else attack_radius(attack, self.epsilon_, self.input_shape_, device)
-        if getattr(attack, "eps", None) is not None:  # the attack's own radius is the one used
-            self.epsilon_ = check_epsilon(attack.eps, self.input_shape_, "attack__eps")
+        eps, self.epsilon_ = _fit_steps.attack_eps(attack, self.epsilon_, self.input_shape_, device)
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
@@ -514,18 +470,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             if not stopped:
                 loss = _fit_steps.outlier_loss(kind, source, self.lam_, self.m_in_, self.m_out_,
                                                self.temperature)
-                stopped = self._train("finetune", n_ft, data, y_tr, loss, source, attack, eps,
-                                      gen, progress, val)
-            if stopped and refit:  # fit restores the previous detector
-                raise NonFiniteLossError(
-                    "This fit of an already fitted detector stopped on a non-finite loss or "
-                    "weights (see the NonFiniteLossWarning), so the previously fitted detector "
-                    "is kept unchanged. Lower `lr`, or check the data and the outlier source "
-                    "(NaN/inf in their batches).")
+                self._train("finetune", n_ft, data, y_tr, loss, source, attack, eps, gen,
+                            progress, val)
             progress.where = "fit (while fitting the score and scoring the validation data)"
             self._calibrate(data, y_tr, gen)
-            if self.checkpoint_dir is not None and _distributed.is_main_process():
-                self._checkpoint(complete=True)  # the detector as fitted, threshold included
         except KeyboardInterrupt:
             if progress.kept is None:  # nothing trained yet: fit restores the old state
                 raise
@@ -534,9 +482,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             _training.restore_kept(self.module_, self.history_, progress)  # with a warning
             if not hasattr(self, "m_in_"):
                 self._set_margins(data.X_train, device)
-            self._calibrate(data, y_tr, gen)
-            if self.checkpoint_dir is not None and _distributed.is_main_process():
-                self._checkpoint(complete=True)  # never behind the kept epoch
+            self._calibrate(data, y_tr, gen)  # (its checkpoint is never behind the kept epoch)
         return self
 
     def _set_module(self, data, resuming, device):
@@ -573,11 +519,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                                       loss_fn=loss_fn, generator=gen, device=self.device_,
                                       options=options, source=source, attack=attack, eps=eps)
         checkpoint = self.checkpoint_dir is not None and _distributed.is_main_process()
-        return _training.run_stage(
+        return _fit_steps.check_diverged_refit("offset_" in self.__dict__, _training.run_stage(
             stage, history=self.history_, progress=progress, validation=val,
-            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature,
-                                                            float32_only=True),
-            on_epoch_end=self._checkpoint if checkpoint else None)
+            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature, 1),
+            on_epoch_end=self._epoch_checkpoint if checkpoint else None))
 
     def _calibrate(self, data, y_tr, gen):
         """``scorer_`` on the training rows, ``validation_scores_`` and ``offset_``."""
@@ -586,11 +531,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             self._rows(), data.X_train, y_tr, data.X_val, gen, ood_score=self.ood_score,
             temperature=self.temperature, knn_k=self.knn_k, knn_max_samples=self.knn_max_samples,
             feature_layer=self.feature_layer, has_classes=hasattr(self, "classes_"))
-        self.validation_scores_ = self._finite_scores(self._validation_scores(data.X_val))
-        _state.check_spread(self.validation_scores_, self.ood_score, self.validation_fraction)
+        self.validation_scores_ = self._validation_scores(data.X_val)  # finite, spread checked
         self.offset_ = _state.conformal_offset(self.validation_scores_, self.contamination)
-        self.__dict__.pop("_held_out", None)
-        self._set_score_base(held_out=self._keep_held_out(data.X_val))
+        self._set_score_base(self._keep_held_out(data.X_val))  # what set_params may change
+        self._checkpoint()  # (with checkpoint_dir) the complete detector, threshold included
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -627,10 +627,13 @@ class PersistenceMixin:
             if hasattr(ckpt, name):
                 setattr(self, name, getattr(ckpt, name))
 
-    def _checkpoint(self, complete=False):
-        """Write ``checkpoint_dir/checkpoint.aoe``: during training a partial file (weights,
-        ``history_``, margins; refused by :func:`load`), after the threshold a complete
-        detector (``complete=True``)."""
+    def _checkpoint(self, complete=True):
+        """Write ``checkpoint_dir/checkpoint.aoe``: after the threshold the complete
+        detector; with ``complete=False`` (after each epoch, :meth:`_epoch_checkpoint`) a
+        partial file (weights, ``history_``, margins) that :func:`load` refuses. Nothing
+        without ``checkpoint_dir`` or on a rank other than 0."""
+        if self.checkpoint_dir is None or not _distributed.is_main_process():
+            return
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         was = self.module_.training
         self.module_.eval()
@@ -638,6 +641,9 @@ class PersistenceMixin:
             save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=not complete)
         finally:
             self.module_.train(was)
+
+    def _epoch_checkpoint(self):
+        self._checkpoint(complete=False)
 
     def __getstate__(self):
         """Pickle/joblib state: the module as a CPU copy, without training data.
