@@ -13,7 +13,8 @@ holds the labels, which may be strings). Images are ``(n, h, w)`` or ``(n, c, h,
 class labels (``-1``, or the ``outlier_label`` given with ``--set``, marks an outlier row);
 labels for ``score`` mark OOD rows with a negative value (or ``outlier_label``).
 
-Scores are ``-energy``: higher = more in-distribution; ``predict`` gives +1 (ID) / -1 (OOD).
+Scores are the detector's ``score_samples`` (its ``ood_score``; the summary names it): higher =
+more in-distribution; ``predict`` gives +1 (ID) / -1 (OOD).
 ``score --out scores.csv`` writes both (columns ``score,prediction``); ``--json`` prints one
 JSON object with the numbers instead of the human-readable summary.
 
@@ -320,7 +321,7 @@ def _add_score(sub):
     s = sub.add_parser("score", help="score inputs with a saved detector",
                        description=(
                            "Load a detector saved by 'aoe-detect fit' (or AOEDetector.save) and "
-                           "score inputs: -energy, higher = more in-distribution. Prints a "
+                           "score inputs with its score_samples (higher = more in-distribution). Prints a "
                            "summary; with labels (y in the .npz or --labels; y < 0 = OOD) also "
                            "AUROC, AUPR and FPR@95TPR."))
     s.add_argument("--model", required=True, metavar="MODEL", help="saved detector file")
