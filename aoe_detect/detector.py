@@ -287,7 +287,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
 
     _parameter_constraints = {
         "backbone": [RegistryOptions(BACKBONES, extra=("auto",)), HasMethods(["forward"]), callable],
-        "outliers": [StrOptions({"default", "gan", *OUTLIER_SOURCES}), "array-like",
+        "outliers": [StrOptions({"default", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],

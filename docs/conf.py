@@ -60,7 +60,6 @@ API_MODULES = [
     ("aoe_detect.scores", "OOD scores"),
     ("aoe_detect.attacks", "Attacks"),
     ("aoe_detect.outliers", "Outlier sources"),
-    ("aoe_detect.generative", "Generative outlier models"),
     ("aoe_detect.backbones", "Backbones"),
     ("aoe_detect.datasets", "Datasets"),
     ("aoe_detect.persistence", "Persistence"),

@@ -18,7 +18,7 @@ PUBLIC_MODULES = [
     "aoe_detect.attacks",
     "aoe_detect.scores",
     "aoe_detect.outliers",
-    "aoe_detect.generative",
+    "aoe_detect.outliers.gan",
     "aoe_detect.backbones",
     "aoe_detect.metrics",
     "aoe_detect.model_selection",

@@ -130,7 +130,7 @@ def test_moved_helpers_keep_their_old_homes():
 
 
 def test_gan_name_resolves_without_an_upward_import():
-    from aoe_detect.generative import GANOutliers
+    from aoe_detect.outliers import GANOutliers
     from aoe_detect.outliers import resolve_outliers
 
     assert isinstance(resolve_outliers("gan", (1, 8, 8)), GANOutliers)
@@ -158,7 +158,7 @@ _FORBIDDEN = {
     "exceptions": None,
     "_validation": {"_loading", "_fit_inputs", "_training", "outliers", "attacks", *_ESTIMATOR},
     "_loading": {"_training", "outliers", "generative", "_fit_inputs", *_ESTIMATOR},
-    "outliers": {"generative", "_training", "_fit_inputs", *_ESTIMATOR},
+    "outliers": {"_training", "_fit_inputs", "generative", *_ESTIMATOR},
     "attacks": {"_training", "_fit_inputs", "outliers", *_ESTIMATOR},
     "losses": {"_training", "_fit_inputs", "attacks", "outliers", *_ESTIMATOR},
     "_fit_inputs": {"_training", *_ESTIMATOR},
@@ -169,11 +169,13 @@ _FORBIDDEN = {
 }
 
 
-def _sibling_imports(path):
+def _sibling_imports(path, level=1):
+    """Top-level modules of ``aoe_detect`` that ``path`` imports (``level`` 2 inside a
+    subpackage: ``from .._compat import ...``)."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == level:
             if node.module:
                 found.add(node.module.split(".")[0])
             else:
@@ -181,10 +183,17 @@ def _sibling_imports(path):
     return found
 
 
+def _layer_imports(module):
+    """Sibling imports of a module, or of every file of a subpackage (``outliers/``)."""
+    root = pathlib.Path(aoe_detect.__file__).parent
+    if (root / module).is_dir():
+        return set().union(*(_sibling_imports(f, level=2) for f in (root / module).glob("*.py")))
+    return _sibling_imports(root / f"{module}.py")
+
+
 @pytest.mark.parametrize("module", sorted(_FORBIDDEN))
 def test_lower_layers_do_not_import_upper_ones(module):
-    path = pathlib.Path(aoe_detect.__file__).parent / f"{module}.py"
-    imported = _sibling_imports(path) - {"__version__"}
+    imported = _layer_imports(module) - {"__version__"}
     forbidden = _FORBIDDEN[module]
     bad = imported if forbidden is None else imported & forbidden
     assert not bad, f"{module}.py imports {sorted(bad)}"
@@ -205,17 +214,22 @@ def test_pixels_to_unit_matches_the_former_copies_bitwise():
 
 # ------------------------------------------------------------------- import graph (issue 8)
 _PKG = pathlib.Path(aoe_detect.__file__).parent
-_MODULES = sorted(p.stem for p in _PKG.glob("*.py") if p.stem != "__init__")
+_MODULES = sorted([p.stem for p in _PKG.glob("*.py") if p.stem != "__init__"]
+                  + [d.name for d in _PKG.iterdir() if (d / "__init__.py").is_file()])
 
 
 def _module_imports(name):
     """``(siblings imported at module level, siblings imported inside functions, every
-    absolute module name imported)`` of ``aoe_detect/<name>.py``."""
-    tree = ast.parse((_PKG / f"{name}.py").read_text())
+    absolute module name imported)`` of ``aoe_detect/<name>.py``, or of all files of the
+    subpackage ``aoe_detect/<name>/`` (whose sibling imports are ``from .. import``)."""
     top, hidden, absolute = set(), set(), set()
+    if (_PKG / name).is_dir():
+        files, level = sorted((_PKG / name).glob("*.py")), 2
+    else:
+        files, level = [_PKG / f"{name}.py"], 1
 
     def targets(node):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == level:
             if node.module:
                 return {node.module.split(".")[0]}
             return {a.name for a in node.names if a.name in _MODULES}
@@ -238,7 +252,8 @@ def _module_imports(name):
             (hidden if f else top).update(found)
             visit(child, f)
 
-    visit(tree, False)
+    for path in files:
+        visit(ast.parse(path.read_text()), False)
     return top, hidden, absolute
 
 
@@ -359,3 +374,31 @@ def test_no_function_over_80_lines_and_no_class_over_500():
 def test_size_check_sees_the_estimator():
     sizes = {(name, node.name): n for name, node, n in _sizes()}
     assert ("detector.py", "AOEDetector") in sizes and ("_training.py", "train_epoch") in sizes
+
+
+def test_outlier_names_come_from_one_registry_without_import_side_effects():
+    """``"gan"`` is in ``OUTLIER_SOURCES`` itself (it used to be added by importing
+    ``aoe_detect.generative``); the estimator's constraint takes the names from it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, aoe_detect\n"
+            "from aoe_detect.outliers import OUTLIER_SOURCES, GANOutliers\n"
+            "assert OUTLIER_SOURCES['gan'] is GANOutliers\n"
+            "assert 'aoe_detect.generative' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    options = AOEDetector._parameter_constraints["outliers"][0].options
+    assert options == {"default", *__import__("aoe_detect.outliers").outliers.OUTLIER_SOURCES}
+
+
+def test_generative_is_a_deprecated_alias_of_outliers_gan():
+    import importlib
+    import sys
+
+    from aoe_detect.outliers import gan
+
+    sys.modules.pop("aoe_detect.generative", None)
+    with pytest.warns(DeprecationWarning, match="aoe_detect.outliers.gan"):
+        generative = importlib.import_module("aoe_detect.generative")
+    for name in gan.__all__:
+        assert getattr(generative, name) is getattr(gan, name)
