@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import _fit_inputs, _fit_steps, _scoring, _state, _training
 from . import distributed as _distributed
+from . import export as _export
 from . import persistence as _persistence
 from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
 from ._fit_steps import AUTO_EPOCHS, AUTO_MARGIN_GAP, AUTO_MIN_STEPS, AUTO_PRETRAIN_EPOCHS  # noqa: F401
@@ -486,6 +487,19 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             if self.checkpoint_dir is not None and _distributed.is_main_process():
                 self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
+
+    def export_onnx(self, path, **kwargs):
+        """Write this fitted detector as one ONNX graph: input ``X`` (float32, shape
+        ``(n, *input_shape_)``) to ``score`` (float32 ``(n,)``, higher = more
+        in-distribution) and ``predict`` (int64 ``(n,)``, +1 ID / -1 OOD). Keyword arguments
+        and details: :func:`aoe_detect.export.export_onnx`; needs ``aoe-detect[onnx]``.
+
+        Returns
+        -------
+        str
+            The path written.
+        """
+        return _export.export_onnx(self, path, **kwargs)
 
     def _set_module(self, data, resuming, device):
         """``module_`` and ``classes_`` from the backbone (or the warm-start module); return
