@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import re
 import warnings
 
@@ -64,6 +65,8 @@ INPUT_NAME = "X"
 OUTPUT_NAMES = ("score", "predict")
 #: ONNX opset of the exported graph (``Einsum``, used by the Mahalanobis score, needs 12).
 DEFAULT_OPSET = 17
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 class ONNXExportError(RuntimeError):
@@ -88,12 +91,11 @@ class DetectorGraph(nn.Module):
     pixels : bool, default=False
         Inputs are uint8 pixel values, divided by 255 first (as ``score_samples`` does).
 
-    Returns (forward)
-    -----------------
-    score : Tensor of shape (n,), float32
-        Higher = more in-distribution.
-    predict : Tensor of shape (n,), int64
-        +1 where ``score >= offset`` (in-distribution), else -1.
+    Notes
+    -----
+    ``forward(x)`` returns ``(score, predict)``: ``score`` float32 of shape ``(n,)``,
+    higher = more in-distribution; ``predict`` int64 of shape ``(n,)``, +1 where
+    ``score >= offset`` (in-distribution), else -1.
     """
 
     def __init__(self, module, scorer, feature_layer=None, offset=0.0, pixels=False):
@@ -199,7 +201,8 @@ def _export_bytes(graph, example, opset_version, module_name, strict):
             f"{opset_version}): {msg}" + (f"; it runs in {where}" if where else "") + ". "
             "Replace that operation by ONNX-exportable ones, or try a higher `opset_version`."
         ) from exc
-    ours = [w for w in tracer if "aoe_detect" not in str(w.filename)]
+    # the package's own scoring code is traced as intended: only the user's code is suspect
+    ours = [w for w in tracer if not os.path.abspath(str(w.filename)).startswith(_PACKAGE_DIR)]
     if ours and strict:
         first = ours[0]
         raise ONNXExportError(
@@ -298,12 +301,19 @@ def export_onnx(detector, path, *, input_dtype="float32", opset_version=DEFAULT_
 
     Examples
     --------
+    >>> import os, tempfile
+    >>> import onnxruntime as ort
     >>> from sklearn.datasets import load_iris
     >>> from aoe_detect import AOEDetector
     >>> X, y = load_iris(return_X_y=True)
     >>> det = AOEDetector(epochs=1, pretrain_epochs=1, random_state=0, device="cpu").fit(X, y)
-    >>> import os, tempfile
-    >>> path = det.export_onnx(os.path.join(tempfile.mkdtemp(), "det.onnx"))  # doctest: +SKIP
+    >>> path = det.export_onnx(os.path.join(tempfile.mkdtemp(), "det.onnx"))
+    >>> session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    >>> score, predict = session.run(["score", "predict"], {"X": X[:4].astype(np.float32)})
+    >>> bool(np.allclose(score, det.score_samples(X[:4]), rtol=1e-5, atol=1e-5))
+    True
+    >>> predict.tolist() == det.predict(X[:4]).tolist()
+    True
     """
     check_is_fitted(detector, "offset_")
     if input_dtype not in ("float32", "uint8"):

@@ -7,7 +7,8 @@ name (built-in backbones) or must be supplied as an instance of the same archite
 (user modules and factories).
 
 Format versions: every file carries ``format_version`` ``"MAJOR.MINOR"`` (files without it,
-written by aoe-detect 0.1.x, are ``"1.0"``); ``format`` is ``"aoe-detect/MAJOR"``.
+written by the releases before the field existed, up to 0.2.x, are ``"1.0"``); ``format``
+is ``"aoe-detect/MAJOR"``.
 
 - A MINOR bump only *adds* fields: readers of the same MAJOR load the file and ignore what
   they do not know (with a warning when the file is newer than they are).
@@ -44,7 +45,8 @@ __all__ = ["save", "load", "check_save_path", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "aoe-detect/1"
 #: ``"MAJOR.MINOR"`` of the files :func:`save` writes (see the module docstring for the
-#: policy). 1.0: aoe-detect 0.1.x (no ``format_version`` field); 1.1: the field is written.
+#: policy). 1.0: aoe-detect up to 0.2.x (no ``format_version`` field); 1.1: the field is
+#: written.
 FORMAT_VERSION = "1.1"
 
 #: The class :func:`load` builds by default. :mod:`aoe_detect.detector` imports this module

@@ -35,7 +35,7 @@ def det():
 def client():
     # threads in this process: fast to start; the benchmark measures worker processes
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         with distributed.Client(cluster) as c:
             yield c
 

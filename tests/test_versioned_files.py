@@ -81,7 +81,8 @@ def test_newer_minor_format_loads_with_a_warning(saved, tmp_path):
     with pytest.warns(UserWarning, match=r"save format 1\.7, newer than the format 1\.1"):
         det = AOEDetector.load(path)
     ref = AOEDetector.load(saved)
-    assert det.score_samples(np.zeros((3, 2))).tobytes() == ref.score_samples(np.zeros((3, 2))).tobytes()
+    rows = np.zeros((3, 2))
+    assert det.score_samples(rows).tobytes() == ref.score_samples(rows).tobytes()
 
 
 @pytest.mark.parametrize("fields", [
