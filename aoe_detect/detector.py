@@ -19,7 +19,6 @@ from sklearn.base import BaseEstimator, OutlierMixin
 
 from . import _fit_inputs, _fit_steps, _scoring, _state, _training
 from . import distributed as _distributed
-from . import export as _export
 from . import persistence as _persistence
 from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
 from ._fit_steps import AUTO_EPOCHS, AUTO_MARGIN_GAP, AUTO_MIN_STEPS, AUTO_PRETRAIN_EPOCHS  # noqa: F401
@@ -30,6 +29,7 @@ from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius, 
 from .backbones import BACKBONES
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
                          TrainingInterruptedWarning)
+from .export import ExportMixin
 from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
 from .scores import FEATURE_SCORES, SCORES
@@ -42,7 +42,7 @@ __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 
 
-class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierMixin, BaseEstimator):
+class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMixin, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector trained with Adversarial Outlier Exposure (AOE).
 
     A classifier (the *backbone*) is fine-tuned with outlier exposure on its energy
@@ -487,19 +487,6 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
             if self.checkpoint_dir is not None and _distributed.is_main_process():
                 self._checkpoint()  # the checkpoint is never behind the kept epoch
         return self
-
-    def export_onnx(self, path, **kwargs):
-        """Write this fitted detector as one ONNX graph: input ``X`` (float32, shape
-        ``(n, *input_shape_)``) to ``score`` (float32 ``(n,)``, higher = more
-        in-distribution) and ``predict`` (int64 ``(n,)``, +1 ID / -1 OOD). Keyword arguments
-        and details: :func:`aoe_detect.export.export_onnx`; needs ``aoe-detect[onnx]``.
-
-        Returns
-        -------
-        str
-            The path written.
-        """
-        return _export.export_onnx(self, path, **kwargs)
 
     def _set_module(self, data, resuming, device):
         """``module_`` and ``classes_`` from the backbone (or the warm-start module); return

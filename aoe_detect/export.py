@@ -257,6 +257,21 @@ def _verify(data, graph, detector, pixels):
     return True
 
 
+def _check_arguments(detector, input_dtype, opset_version):
+    """Validate the arguments of :func:`export_onnx`; return whether inputs are pixels."""
+    check_is_fitted(detector, "offset_")
+    if input_dtype not in ("float32", "uint8"):
+        raise ValueError(f"`input_dtype` must be 'float32' or 'uint8', got {input_dtype!r}.")
+    pixels = input_dtype == "uint8"
+    if pixels and len(detector.input_shape_) != 3:
+        raise ValueError("`input_dtype`='uint8' is for image detectors (pixel values 0..255); "
+                         f"this one was fitted on samples of shape {tuple(detector.input_shape_)}.")
+    if isinstance(opset_version, bool) or not isinstance(opset_version, (int, np.integer)) \
+            or opset_version < 12:
+        raise ValueError(f"`opset_version` must be an int >= 12, got {opset_version!r}.")
+    return pixels
+
+
 def export_onnx(detector, path, *, input_dtype="float32", opset_version=DEFAULT_OPSET,
                 strict=True, verify=True):
     """Write a fitted detector as one ONNX graph ``X -> (score, predict)``.
@@ -315,16 +330,7 @@ def export_onnx(detector, path, *, input_dtype="float32", opset_version=DEFAULT_
     >>> predict.tolist() == det.predict(X[:4]).tolist()
     True
     """
-    check_is_fitted(detector, "offset_")
-    if input_dtype not in ("float32", "uint8"):
-        raise ValueError(f"`input_dtype` must be 'float32' or 'uint8', got {input_dtype!r}.")
-    pixels = input_dtype == "uint8"
-    if pixels and len(detector.input_shape_) != 3:
-        raise ValueError("`input_dtype`='uint8' is for image detectors (pixel values 0..255); "
-                         f"this one was fitted on samples of shape {tuple(detector.input_shape_)}.")
-    if isinstance(opset_version, bool) or not isinstance(opset_version, (int, np.integer)) \
-            or opset_version < 12:
-        raise ValueError(f"`opset_version` must be an int >= 12, got {opset_version!r}.")
+    pixels = _check_arguments(detector, input_dtype, opset_version)
     path = check_save_path(path)
     try:
         import onnx  # optional dependency (the `onnx` extra)
@@ -349,3 +355,20 @@ def export_onnx(detector, path, *, input_dtype="float32", opset_version=DEFAULT_
 def _write_bytes(path, data):
     with open(path, "wb") as fh:
         fh.write(data)
+
+
+class ExportMixin:
+    """:meth:`export_onnx` of :class:`~aoe_detect.AOEDetector`."""
+
+    def export_onnx(self, path, **kwargs):
+        """Write this fitted detector as one ONNX graph: input ``X`` (float32, shape
+        ``(n, *input_shape_)``) to ``score`` (float32 ``(n,)``, higher = more
+        in-distribution) and ``predict`` (int64 ``(n,)``, +1 ID / -1 OOD). Keyword arguments
+        and details: :func:`aoe_detect.export.export_onnx`; needs ``aoe-detect[onnx]``.
+
+        Returns
+        -------
+        str
+            The path written.
+        """
+        return export_onnx(self, path, **kwargs)
