@@ -63,6 +63,8 @@ API_MODULES = [
     ("aoe_detect.backbones", "Backbones"),
     ("aoe_detect.datasets", "Datasets"),
     ("aoe_detect.persistence", "Persistence"),
+    ("aoe_detect.export", "ONNX export"),
+    ("aoe_detect.scale", "Scoring at scale (Dask)"),
     ("aoe_detect.distributed", "Distributed training"),
     ("aoe_detect.plots", "Plots"),
     ("aoe_detect.demo", "Demo"),

@@ -24,6 +24,8 @@ PUBLIC_MODULES = [
     "aoe_detect.model_selection",
     "aoe_detect.datasets",
     "aoe_detect.persistence",
+    "aoe_detect.export",
+    "aoe_detect.scale",
     "aoe_detect.exceptions",
     "aoe_detect.distributed",
     "aoe_detect.demo",
