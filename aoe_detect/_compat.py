@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 
@@ -15,7 +19,8 @@ from sklearn.utils._param_validation import (  # noqa: E402
     HasMethods, Interval, InvalidParameterError, StrOptions, make_constraint,
     validate_parameter_constraints)
 
-__all__ = ["validate_data", "Interval", "StrOptions", "RegistryOptions", "HasMethods",
+__all__ = ["validate_data", "Interval", "IntInterval", "StrOptions", "RegistryOptions",
+           "HasMethods",
            "InvalidParameterError", "validate_parameter_constraints", "make_constraint"]
 
 
@@ -36,3 +41,19 @@ class RegistryOptions(StrOptions):
     @options.setter
     def options(self, value):  # StrOptions.__init__ assigns it; the registry is the truth
         pass
+
+
+class IntInterval(Interval):
+    """``Interval(numbers.Integral, ...)`` that refuses bools: ``True`` is an ``Integral``
+    to Python, but ``batch_size=True`` or ``knn_max_samples=True`` is a mistake, not 1."""
+
+    def __init__(self, left, right, *, closed):
+        super().__init__(numbers.Integral, left, right, closed=closed)
+
+    def is_satisfied_by(self, val):
+        if isinstance(val, (bool, np.bool_)):
+            return False
+        return super().is_satisfied_by(val)
+
+    def __str__(self):
+        return super().__str__() + " (not a bool)"

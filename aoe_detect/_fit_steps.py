@@ -21,11 +21,15 @@ from tqdm.auto import tqdm
 from . import distributed as _distributed
 from ._torch_utils import resolve_device, steps_per_epoch
 from ._training import batched_outputs
+from ._validation import check_epsilon
+from .attacks import attack_radius
 from .backbones import build_backbone
+from .exceptions import NonFiniteLossError
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss
 from .scores import feature_layer as find_feature_layer
 
-__all__ = ["AUTO_MARGIN_GAP", "AUTO_PRETRAIN_EPOCHS", "AUTO_EPOCHS", "AUTO_MIN_STEPS",
+__all__ = ["check_diverged_refit", "attack_eps",
+           "AUTO_MARGIN_GAP", "AUTO_PRETRAIN_EPOCHS", "AUTO_EPOCHS", "AUTO_MIN_STEPS",
            "seed_from", "seed_and_device", "build_module", "stage_lengths", "auto_margins", "outlier_loss", "resolve_lam"]
 
 #: Gap ``m_out - m_in`` (in nats) of the automatic energy margins. The energy is a negative
@@ -112,7 +116,7 @@ def _class_indices(lab_tr, classes, k, fresh, resumed):
                              f"warm-started does not know; its classes_ are "
                              f"{classes.tolist()}.")
         return np.searchsorted(classes, lab_tr)
-    if lab_tr.dtype.kind not in "iu":
+    if lab_tr.dtype.kind not in "iub":
         raise ValueError(f"`y` holds {lab_tr.dtype} labels, but a pretrained module's "
                          f"outputs are class indices: pass integer labels in [0, {k}) "
                          "that follow the module's output order.")
@@ -120,6 +124,30 @@ def _class_indices(lab_tr, classes, k, fresh, resumed):
         raise ValueError(f"`y` has label {int(lab_tr.max())} but the backbone outputs only "
                          f"{k} logits; labels must be class indices in [0, {k}).")
     return lab_tr
+
+
+def check_diverged_refit(refit, stopped):
+    """``stopped`` (a training stage stopped on a non-finite loss) for a first fit; for a
+    refit of a fitted detector such a stop is a failed call: raise
+    :class:`~aoe_detect.exceptions.NonFiniteLossError` (``fit`` then restores the previous
+    detector). A first fit keeps the last finite weights, with a warning."""
+    if stopped and refit:
+        raise NonFiniteLossError(
+            "This fit of an already fitted detector stopped on a non-finite loss or weights "
+            "(see the NonFiniteLossWarning), so the previously fitted detector is kept "
+            "unchanged. Lower `lr`, or check the data and the outlier source (NaN/inf in "
+            "their batches).")
+    return stopped
+
+
+def attack_eps(attack, epsilon, sample_shape, device):
+    """``(radius the attack runs with, epsilon_)``: ``epsilon_`` is the radius actually
+    used, so an attack object's own ``eps`` replaces the resolved ``epsilon``."""
+    if attack is None:
+        return 0.0, epsilon
+    eps = attack_radius(attack, epsilon, sample_shape, device)
+    own = getattr(attack, "eps", None)
+    return eps, (epsilon if own is None else check_epsilon(own, sample_shape, "attack__eps"))
 
 
 def seed_and_device(random_state, device, distributed, verbose=0):

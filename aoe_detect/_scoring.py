@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,14 +30,34 @@ from ._loading import DatasetView, _ChunkSampler, is_dataset, make_loader, scori
 from ._fit_steps import seed_from
 from ._training import amp_dtype, batched_outputs, compiled
 from ._validation import check_epsilon, check_input_range, check_inputs
-from .attacks import attack_radius, resolve_attack
-from .exceptions import NoClassesError
-from .losses import energy
+from .attacks import ATTACKS, attack_radius, resolve_attack
+from .exceptions import NoClassesError, NonFiniteScoreWarning, StaleScoreError
+from .losses import LOSS_CONFIGS, energy
 from .metrics import auroc_scorer
 from .model_selection import ood_mask
-from .scores import LogitsAndFeatures, ScoreHead, SumScore, build_scorer
+from .scores import (FEATURE_SCORES, EnergyScore, KNNScore, LogitsAndFeatures, ScoreHead,
+                     SumScore, build_scorer)
 
-__all__ = ["SCORE_CHUNK_ROWS", "Rows", "infer_batch", "fit_scorer", "PredictMixin"]
+__all__ = ["SCORE_CHUNK_ROWS", "Rows", "infer_batch", "fit_scorer", "PredictMixin", "SCORE_PARAMS",
+           "MAX_KEPT_HELD_OUT"]
+
+#: Parameters that shape the fitted score or its threshold. After ``set_params`` of one of
+#: them, the next call that scores (or ``save``) brings the fitted state in line: the
+#: threshold is recomputed for a new ``contamination`` (from ``validation_scores_``), the
+#: score and threshold for a new ``temperature`` or ``knn_k`` (from the held-out outputs
+#: kept at ``fit``, or from the data given to ``recalibrate(X)``); a new ``ood_score``,
+#: ``feature_layer`` or ``knn_max_samples`` needs the training features, so scoring is
+#: refused with a :class:`~aoe_detect.exceptions.StaleScoreError` until ``fit`` (or until
+#: the parameter is set back). Setting a parameter back restores the fitted state exactly.
+SCORE_PARAMS = ("ood_score", "feature_layer", "knn_k", "knn_max_samples", "temperature",
+                "contamination")
+_REFIT_PARAMS = ("ood_score", "feature_layer", "knn_max_samples")
+
+#: The held-out logits (and features, for feature scores) are kept in memory after ``fit``
+#: (for a new ``temperature`` / ``knn_k``) only when they hold at most this many numbers
+#: (16 MB of float32); larger held-out sets need ``recalibrate(X)`` after such a change.
+#: They are neither pickled nor saved.
+MAX_KEPT_HELD_OUT = 2 ** 22
 
 #: Arrays longer than this are validated, converted and scored in chunks of about this
 #: many rows (whole scoring batches), so scoring memory does not grow with the number of
@@ -112,14 +133,23 @@ class Rows:
         bad = np.flatnonzero(~np.isfinite(flat).all(1))
         rows = X.view(bad) if isinstance(X, DatasetView) else X[torch.from_numpy(bad)]
         out[bad] = batched_outputs(
-            self.module if model is None else _Float64(model), self.batches(rows),
+            _Float64(self.module if model is None else model), self.batches(rows),
             lambda logits: fn(logits.double()), batch_size=self.batch_size, device=self.device,
             out=np.empty((len(bad), *tail), dtype=out.dtype))
         return out
 
-    def energy_scores(self, X, temperature):
-        """``-E(x)`` of every row as float64 numpy."""
-        return self.apply(X, lambda logits: -energy(logits, temperature), np.float64)
+    def energy_scores(self, X, temperature, float32_only=False):
+        """``-E(x)`` of every row as float64 numpy. ``float32_only``: no float64
+        recomputation of overflowed rows (the divergence probe of training wants to see
+        float32 overflow: the module itself computes in float32)."""
+        fn = lambda logits: -energy(logits, temperature)  # noqa: E731
+        if float32_only:
+            return batched_outputs(compiled(self.module, self.compile), self.batches(X), fn,
+                                   batch_size=self.batch_size, device=self.device,
+                                   autocast_dtype=amp_dtype(self.amp, self.device),
+                                   out=np.empty(len(X), dtype=np.float64),
+                                   channels_last=self.channels_last)
+        return self.apply(X, fn, np.float64)
 
 
 def _probe_widths(module, head, X_train, device):
@@ -202,12 +232,17 @@ class PredictMixin:
 
     def _validation_scores(self, X_val):
         """Scores of the held-out rows; under DDP each rank scores its share and all ranks
-        gather all of them (so ``offset_`` is the same everywhere)."""
+        gather all of them (so ``offset_`` is the same everywhere). Non-finite ones become
+        ``-inf``; a near-zero spread warns (:func:`~aoe_detect._state.check_spread`)."""
         if not self.distributed_:
-            return self._chosen_scores(X_val)
-        rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
-        part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
-        return _distributed.gather_rows(self._chosen_scores(part), len(X_val))
+            scores = self._chosen_scores(X_val)
+        else:
+            rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
+            part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
+            scores = _distributed.gather_rows(self._chosen_scores(part), len(X_val))
+        scores = self._finite_scores(scores)
+        _state.check_spread(scores, self.ood_score, self.validation_fraction)
+        return scores
 
     def _check_X(self, X):
         check_is_fitted(self, "offset_")
@@ -254,8 +289,9 @@ class PredictMixin:
             Higher means more in-distribution.
         """
         check_is_fitted(self, "offset_")
+        self._sync_score()  # parameters set after fit: see SCORE_PARAMS
         fn, model = self._score_fn()
-        return self._predict_rows(X, fn, np.float64, model=model)
+        return self._finite_scores(self._predict_rows(X, fn, np.float64, model=model))
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative for OOD, non-negative for in-distribution.
@@ -275,34 +311,79 @@ class PredictMixin:
         """
         return np.where(self.decision_function(X) < 0, -1, 1)
 
-    def recalibrate(self, X=None, contamination=None):
+    def set_params(self, **params):
+        """Set parameters (scikit-learn's ``set_params``). ``attack__eps`` on
+        ``attack="fgsm"`` (and ``loss__lam`` on ``loss="energy"``) first replaces the name
+        by its object (``FGSM()``); after ``fit`` see :data:`SCORE_PARAMS`."""
+        for first in _state.named_components(self, params, {"attack": ATTACKS,
+                                                             "loss": LOSS_CONFIGS}):
+            super().set_params(**first)
+        return super().set_params(**params)
+
+    def recalibrate(self, X=None, contamination=None, *, X_id=None):
         """Re-threshold without refitting.
 
         Parameters
         ----------
         X : array-like, optional
-            In-distribution data to compute the threshold on (default: the held-out
-            validation scores from ``fit``).
+            In-distribution data to compute the threshold on (default: the scores the
+            current threshold rests on, ``validation_scores_``). With ``X``, a score
+            changed by ``set_params(temperature=...)`` or ``knn_k=...`` is also rebuilt on
+            it (the standardisation of a sum score included), and ``validation_scores_``
+            become the scores of ``X``.
         contamination : float in (0, 0.5], optional
             New contamination (also stored in ``self.contamination``).
+        X_id : array-like, optional
+            Another name for ``X`` (keyword only; pass one of them).
 
         Returns
         -------
         self
         """
         check_is_fitted(self, "offset_")
+        if X_id is not None:
+            if X is not None:
+                raise TypeError("recalibrate() got both `X` and `X_id`; pass the ID data once.")
+            X = X_id
         if contamination is not None:
-            if not (isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
+            if isinstance(contamination, (bool, np.bool_)) or not (
+                    isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
                 raise ValueError(f"`contamination` must be in (0, 0.5], got {contamination!r}.")
         else:
             _state.check_param(self, "contamination")  # may have been changed by set_params
-        scores = self.validation_scores_ if X is None else self.score_samples(X)
-        new_c = self.contamination if contamination is None else contamination
-        offset = _state.conformal_offset(scores, new_c)
-        if contamination is not None:  # only after X passed validation
-            self.contamination = contamination
-        self.offset_ = offset
+        old_c = self.contamination
+        state = {k: self.__dict__.get(k) for k in ("scorer_", "validation_scores_", "offset_",
+                                                   "_score_base", "_score_applied", "_held_out")}
+        try:
+            if contamination is not None:
+                self.contamination = contamination
+            try:
+                self._sync_score()
+            except StaleScoreError as exc:  # a new temperature / knn_k: rebuilt on X
+                if X is None or not getattr(exc, "needs_data", False):
+                    raise
+                self._sync_score(self._check_X_all(X))
+            scores = self.validation_scores_ if X is None else self.score_samples(X)
+            offset = _state.conformal_offset(scores, self.contamination)
+            self.validation_scores_, self.offset_ = scores, offset
+            if X is not None:
+                self.__dict__.pop("_held_out", None)  # other data now: the kept outputs are stale
+            self._set_score_base()
+        except BaseException:
+            self.contamination = old_c
+            for k, v in state.items():
+                if v is None:
+                    self.__dict__.pop(k, None)
+                else:
+                    self.__dict__[k] = v
+            raise
         return self
+
+    def _check_X_all(self, X):
+        """``X`` validated as a float32 tensor (a Dataset: loaded in full)."""
+        if is_dataset(X):
+            return scoring_view(X, self.input_shape_, self.input_range_)[:]
+        return self._check_X(X)
 
     def _require_classes(self):
         check_is_fitted(self, "offset_")
@@ -350,6 +431,14 @@ class PredictMixin:
         """
         marker = getattr(self, "outlier_label", -1)
         y_arr = None if y is None else np.asarray(y)
+        if y_arr is not None and y_arr.dtype.kind in "US" and not isinstance(marker, str):
+            n_like = int((y_arr.astype(str) == str(marker)).sum())
+            raise ValueError(
+                f"score(X, y): `y` holds string labels (e.g. {str(y_arr.ravel()[0])!r}) but "
+                f"outlier_label={marker!r} is an integer, so no row is marked OOD"
+                + (f" ({n_like} row(s) are the string {str(marker)!r}, not the integer)"
+                   if n_like else "") + ". Pass numeric labels (y < 0 = OOD), or "
+                f"set_params(outlier_label=<the string>).")
         numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
         if y_arr is not None and not (numeric and not isinstance(marker, str) and marker < 0):
             # string labels or a non-negative marker: map to the -1 / +1 convention first
@@ -380,6 +469,7 @@ class PredictMixin:
         (images in [0, 1], channels-first).
         """
         _state.check_params(self)
+        self._sync_score()  # parameters set after fit: see SCORE_PARAMS
         Xt = self._check_X(X)
         if epsilon is not None:
             epsilon = check_epsilon(epsilon, self.input_shape_)
@@ -403,3 +493,168 @@ class PredictMixin:
                                    clip=self.input_range_, temperature=temperature,
                                    generator=gen, direction=direction).cpu())
         return torch.cat(out).numpy()
+
+    # ------------------------------------------------ fitted score vs. current parameters
+    def _score_params(self):
+        """The current values of :data:`SCORE_PARAMS` that matter to the fitted score:
+        ``feature_layer`` only for feature scores, the ``knn_*`` ones only with a k-NN part,
+        ``temperature`` only with an energy part (others change nothing fitted)."""
+        scorer = self.__dict__.get("scorer_")
+        name = getattr(scorer, "name", None) or self.ood_score  # the fitted score's name
+        parts = name.split("+") if isinstance(name, str) else []
+        out = {"ood_score": self.ood_score, "contamination": self.contamination}
+        if name in FEATURE_SCORES:
+            out["feature_layer"] = self.feature_layer
+        if "knn" in parts:
+            out["knn_k"], out["knn_max_samples"] = self.knn_k, self.knn_max_samples
+        if "energy" in parts:
+            out["temperature"] = self.temperature
+        return out
+
+    def _set_score_base(self, held_out=False):
+        """Record the current fitted score state as the one the current parameters shape
+        (end of ``fit`` and ``recalibrate``; at ``load`` and unpickling); ``held_out``: the
+        outputs of :meth:`_keep_held_out` (None: none kept; False: unchanged)."""
+        self._score_base = {"params": None, "scorer_": getattr(self, "scorer_", None),
+                            "validation_scores_": self.validation_scores_,
+                            "offset_": self.offset_}
+        self._score_base["params"] = self._score_params()
+        self._score_applied = self._score_base["params"]
+        if held_out is None:
+            self.__dict__.pop("_held_out", None)
+        elif held_out is not False:
+            self._held_out = held_out
+
+    def _sync_score(self, X=None):
+        """Bring ``scorer_``, ``validation_scores_`` and ``offset_`` in line with the current
+        score parameters (see :data:`SCORE_PARAMS`), or raise naming the parameter. ``X``: a
+        validated float32 tensor of ID rows to rebuild on (``recalibrate(X)``). Nothing is
+        changed unless everything was computed."""
+        base = getattr(self, "_score_base", None)
+        if base is None:  # pickled by an older version: nothing recorded to compare with
+            return
+        now = self._score_params()
+        if X is None and _same_params(now, getattr(self, "_score_applied", None)):
+            return
+        changed = [k for k in now if not _same_value(now[k], base["params"].get(k))]
+        _state.check_params(self, changed)
+        refit = [k for k in changed if k in _REFIT_PARAMS]
+        if refit:
+            k = refit[0]
+            raise StaleScoreError(
+                f"`{k}` was changed to {now[k]!r} after fit, but the fitted score statistics "
+                f"were computed for {k}={base['params'][k]!r} (on the training features, which "
+                f"are not kept). Call fit again, or set_params({k}={base['params'][k]!r}) to "
+                "score with the fitted detector.")
+        rebuild = [k for k in changed if k in ("temperature", "knn_k")]
+        scorer, scores = base["scorer_"], base["validation_scores_"]
+        if rebuild:
+            held = getattr(self, "_held_out", None)
+            if X is None and held is None:
+                k = rebuild[0]
+                exc = StaleScoreError(
+                    f"`{k}` was changed to {now[k]!r} after fit (fitted with {k}="
+                    f"{base['params'][k]!r}); the new score needs a new threshold, and the "
+                    "held-out outputs it is computed from are not kept (a loaded or unpickled "
+                    "detector, a large held-out set, or one recalibrated on other data). Call "
+                    "recalibrate(X) with in-distribution data, fit again, or set_params("
+                    f"{k}={base['params'][k]!r}).")
+                exc.needs_data = True
+                raise exc
+            scorer = self._rescorer(base["scorer_"], now)
+            scores = self._finite_scores(self._rescore(scorer, X, held))
+        offset = (base["offset_"] if not changed
+                  else _state.conformal_offset(scores, self.contamination))
+        self.scorer_, self.validation_scores_, self.offset_ = scorer, scores, offset
+        self._score_applied = now
+
+    def _rescorer(self, scorer, now):
+        """A copy of the fitted ``scorer`` with the current ``temperature`` / ``knn_k``."""
+        new = copy.deepcopy(scorer)
+        for m in new.modules():
+            if isinstance(m, EnergyScore) and "temperature" in now:
+                m.temperature = float(now["temperature"])
+            if isinstance(m, KNNScore) and "knn_k" in now:
+                m.k = now["knn_k"] if isinstance(now["knn_k"], str) else int(now["knn_k"])
+                m._index = None
+                m.check_k()
+        return new
+
+    def _rescore(self, scorer, X, held):
+        """Scores of the calibration rows under ``scorer`` (its sum re-standardised on
+        them): the rows of ``X`` (a float32 tensor) or the kept held-out outputs."""
+        rows = self._rows()
+        with torch.inference_mode():
+            if X is not None:
+                if isinstance(scorer, SumScore):
+                    head = ScoreHead(self.module_, scorer, self.feature_layer, components=True)
+                    comp = rows.apply(X, lambda t: t, np.float32, model=head,
+                                      tail=(len(scorer.parts),))
+                    scorer.fit_normalisation(torch.from_numpy(comp).to(self.device_))
+                if scorer is None or scorer.name == "energy":
+                    T = self.temperature
+                    return rows.apply(X, lambda t: -energy(t, T), np.float64)
+                return rows.apply(X, lambda s: s[:, 0], np.float64,
+                                  model=ScoreHead(self.module_, scorer, self.feature_layer))
+            logits = held["logits"].to(self.device_)
+            feats = None if held.get("features") is None else held["features"].to(self.device_)
+            if isinstance(scorer, SumScore):
+                scorer.fit_normalisation(scorer.components(logits, feats))
+            s = scorer(logits, feats)
+            bad = ~torch.isfinite(s)
+            if bool(bad.any()):  # as in scoring: overflowed rows again in float64
+                s = s.double()
+                s[bad] = scorer.double()(logits[bad].double(),
+                                         None if feats is None else feats[bad].double())
+                scorer.float()
+            return s.double().cpu().numpy()
+
+    def _keep_held_out(self, X_val):
+        """The held-out logits (and features) for :meth:`_sync_score`, or None when the
+        score does not depend on ``temperature`` / ``knn_k`` or they would be too large."""
+        parts = self.ood_score.split("+")
+        if "energy" not in parts and "knn" not in parts:
+            return None
+        first = X_val[:2]  # a tensor (a Dataset view loads its slice)
+        if self.ood_score in FEATURE_SCORES:
+            head = LogitsAndFeatures(self.module_, self.feature_layer)
+            k, width = _probe_widths(self.module_, head, first, self.device_)
+        else:
+            head = None
+            with torch.inference_mode():
+                was = self.module_.training
+                self.module_.eval()
+                try:
+                    k = width = int(self.module_(first.to(self.device_)).shape[1])
+                finally:
+                    self.module_.train(was)
+        if len(X_val) * width > MAX_KEPT_HELD_OUT:
+            return None
+        out = torch.from_numpy(self._rows().apply(X_val, lambda t: t, np.float32, model=head,
+                                                  tail=(width,)))
+        return {"logits": out[:, :k].clone(),
+                "features": out[:, k:].clone() if head is not None else None}
+
+    def _finite_scores(self, s):
+        """Scores still NaN/inf after the float64 recomputation become ``-inf`` (most OOD),
+        with a :class:`~aoe_detect.exceptions.NonFiniteScoreWarning`."""
+        bad = ~np.isfinite(s) & ~(s == -np.inf)
+        if bad.any():
+            warnings.warn(f"{int(bad.sum())} score(s) were NaN or +inf even in float64 (extreme "
+                          f"inputs, e.g. rows {np.flatnonzero(bad)[:5].tolist()}); they are set "
+                          "to -inf (most out-of-distribution), so predict says -1 for them.",
+                          NonFiniteScoreWarning, stacklevel=3)
+            s = s.copy()
+            s[bad] = -np.inf
+        return s
+
+
+def _same_value(a, b):
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real) \
+            and not isinstance(a, (bool, np.bool_)) and not isinstance(b, (bool, np.bool_)):
+        return float(a) == float(b) or (a != a and b != b)
+    return type(a) is type(b) and a == b
+
+
+def _same_params(a, b):
+    return b is not None and a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)

@@ -25,8 +25,9 @@ from ._compat import InvalidParameterError, validate_parameter_constraints
 from .exceptions import CalibrationWarning  # re-exported: its former home
 from .losses import loss_settings
 
-__all__ = ["CalibrationWarning", "conformal_offset", "keep_classes_in_training", "check_param",
-           "check_params", "validate_nested", "SCORING_PARAMS", "check_margin_params",
+__all__ = ["CalibrationWarning", "conformal_offset", "check_spread", "keep_classes_in_training",
+           "check_param", "check_params", "validate_nested", "named_components", "SCORING_PARAMS",
+           "check_margin_params",
            "check_fit_params", "restore_point"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
@@ -66,6 +67,29 @@ def conformal_offset(scores, contamination):
                       "data, or recalibrate(X) on more ID data.", CalibrationWarning)
         k = 1
     return float(s[k - 1])
+
+
+def check_spread(scores, ood_score="energy", validation_fraction=0.1):
+    """Warn (:class:`CalibrationWarning`) before a threshold is set on held-out scores with
+    (near-)zero spread (a range below ``1e-6`` of their magnitude, at least 1e-6): every
+    new input scored a hair lower would be rejected. With ``validation_fraction=0`` and a
+    k-NN score this is the rule, not an accident: each training row is its own nearest
+    neighbour in the bank, so its score is ~0 and no new ID row reaches the threshold."""
+    s = np.asarray(scores, dtype=np.float64)
+    s = s[np.isfinite(s)]
+    if len(s) < 2:
+        return
+    knn_self = validation_fraction == 0 and "knn" in str(ood_score).split("+")
+    if knn_self or float(np.ptp(s)) <= 1e-6 * max(1.0, float(np.median(np.abs(s)))):
+        why = (" With validation_fraction=0 the threshold is computed on the training rows, "
+               "and a k-NN score counts each training row as its own nearest neighbour "
+               "(distance 0): the threshold is far too strict for new ID data."
+               if knn_self else "")
+        warnings.warn(f"The {len(s)} held-out in-distribution scores the threshold `offset_` "
+                      f"rests on have a range of {float(np.ptp(s)):.3g} (near-zero spread), so "
+                      "new in-distribution inputs will mostly be rejected." + why + " Hold out "
+                      "rows (validation_fraction > 0), give more varied data, or "
+                      "recalibrate(X) on other ID data.", CalibrationWarning, stacklevel=3)
 
 
 def keep_classes_in_training(perm, n_val, labels):
@@ -131,6 +155,25 @@ def validate_object(obj, path):
 def validate_nested(estimator, names=("attack", "outliers", "loss")):
     for name in names:
         validate_object(getattr(estimator, name, None), name)
+
+
+def named_components(estimator, params, registries):
+    """For ``set_params``: nested keys (``attack__eps``) of a component given by name
+    (``attack="fgsm"``) first replace the name by its object (``FGSM()``); yield the
+    ``{name: object}`` dicts to set first (removed from ``params``). A component that is
+    None or ``"none"`` has no parameters: a clear ValueError."""
+    for name, registry in registries.items():
+        if not any(k.startswith(name + "__") for k in params):
+            continue
+        value = params.pop(name, getattr(estimator, name))
+        if isinstance(value, str) and value in registry:
+            value = registry[value]()
+        elif value is None or isinstance(value, str):
+            nested = sorted(k for k in params if k.startswith(name + "__"))
+            example = type(next(iter(registry.values()))()).__name__
+            raise ValueError(f"Cannot set {nested}: `{name}`={value!r} has no parameters. Pass an "
+                             f"object instead, e.g. {name}={example}(...).")
+        yield {name: value}
 
 
 def check_margin_params(estimator):

@@ -170,6 +170,7 @@ class OutlierFeed:
         self.autocast_dtype, self.refresh = autocast_dtype, refresh
         self.rank, self.world, self.stream = rank, world, stream
         self._cache, self._calls = None, 0
+        self.sample_shape = None
 
     def _rows(self, n):
         """How many of the first ``n`` rows of a global batch belong to this process."""
@@ -182,7 +183,8 @@ class OutlierFeed:
             while len(x) < need:
                 x = torch.cat([x, next(self.stream)])
             return x[:need]
-        x = self.source.sample(m, generator)
+        x = check_outlier_batch(self.source.sample(m, generator), m, self.sample_shape,
+                                self.source)
         return x if self.world == 1 else x[self.rank::self.world]
 
     def next(self, model, m, generator, device):
@@ -203,6 +205,28 @@ class OutlierFeed:
         if self.refresh > 1:
             self._cache = x_out
         return x_out
+
+
+def check_outlier_batch(x, m, sample_shape, source):
+    """A batch drawn from an outlier source: a floating tensor of ``m`` samples of the ID
+    ``sample_shape`` (or a numpy array of one, converted), else a ValueError naming the
+    source and the expected shape (not a torch shape error deep in the model)."""
+    name = type(source).__name__
+    if isinstance(x, np.ndarray) and x.dtype.kind in "f":
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"The outlier source {name}.sample({m}, generator) returned "
+                         f"{type(x).__name__}; expected a float tensor of shape "
+                         f"({m}, {', '.join(map(str, sample_shape or ()))}).")
+    if not x.is_floating_point():
+        raise ValueError(f"The outlier source {name}.sample({m}, generator) returned a tensor "
+                         f"of dtype {x.dtype}; expected floating point values (float32) in the "
+                         "units of X.")
+    if sample_shape is not None and (len(x) != m or tuple(x.shape[1:]) != tuple(sample_shape)):
+        raise ValueError(f"The outlier source {name}.sample({m}, generator) returned shape "
+                         f"{tuple(x.shape)}; expected ({m}, "
+                         f"{', '.join(map(str, sample_shape))}): {m} samples of the shape of X.")
+    return x if x.dtype == torch.float32 else x.float()
 
 
 @dataclass(frozen=True)
@@ -356,6 +380,7 @@ def build_stage(name, epochs, module, X, y, *, loss_fn, generator, device, optio
     feed = None
     if source is not None:
         feed = _outlier_feed(source, attack, eps, options, generator, dtype, rank, world, cuda)
+        feed.sample_shape = tuple(X.shape[1:])  # every drawn batch is checked against it
     batches = None
     if world > 1 or not isinstance(X, torch.Tensor):
         batches = TrainBatches(X, y, options.batch_size, rank, world, options.num_workers,

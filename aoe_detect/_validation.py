@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 
 import numpy as np
 import torch
@@ -113,6 +114,25 @@ def _channels_first(X, name):
     return X
 
 
+def _check_fitted_image_shape(X, expected, name):
+    """Name the image shape a fitted detector expects when ``X`` is flattened images or
+    channels-last images (scikit-learn would only count features or channels)."""
+    if len(expected) != 3:
+        return
+    c, h, w = expected
+    if X.ndim == 2 and X.shape[1] == c * h * w:
+        raise ValueError(f"`{name}` is 2-D with {X.shape[1]} features, but the detector was "
+                         f"fitted on images of shape {expected} (channels, height, width): "
+                         f"pass {name}.reshape(-1, {c}, {h}, {w}).")
+    if X.ndim == 2:
+        raise ValueError(f"`{name}` is 2-D with shape {X.shape}, but the detector was fitted on "
+                         f"images of shape {expected}; pass (n, {c}, {h}, {w}) arrays.")
+    if X.ndim == 4 and tuple(X.shape[1:]) == (h, w, c) and (h, w, c) != expected:
+        raise ValueError(f"`{name}` looks channels-last with shape {X.shape}; the detector was "
+                         f"fitted on images of shape {expected} (n, c, h, w). Use "
+                         f"{name}.transpose(0, 3, 1, 2).")
+
+
 def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
     """Validate ``X`` and return ``(float32 ndarray (n, *sample_shape), was_uint8)``.
 
@@ -127,6 +147,8 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
         X = np.asarray(X)  # n_features_in_ is the channel count for (n, h, w) input too
         if X.ndim >= 3:
             X = _channels_first(X, name)
+        if not reset and getattr(estimator, "input_shape_", None) is not None:
+            _check_fitted_image_shape(X, tuple(estimator.input_shape_), name)
     name_in_errors = estimator.estimator_name if isinstance(estimator, FitRecord) else estimator
     X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
                       ensure_min_samples=min_samples, estimator=name_in_errors)
@@ -189,7 +211,8 @@ def labels_from_y(y, n, name="y", outlier_label=-1):
     Returns
     -------
     labels : ndarray of shape (n,)
-        int64 for numeric labels, str for string labels.
+        Integer labels in their own dtype, bools as bools, integral floats as int64,
+        str for string labels.
     is_outlier : ndarray of shape (n,), bool
     """
     y = to_numpy(y, name)
@@ -220,6 +243,13 @@ def labels_from_y(y, n, name="y", outlier_label=-1):
         y = y.astype(str)
         if isinstance(outlier_label, str):
             return y, y == outlier_label
+        n_like = int((y == str(outlier_label)).sum())
+        if n_like:
+            warnings.warn(f"`{name}` holds string labels, and {n_like} of them are "
+                          f"{str(outlier_label)!r}, the text of the integer outlier_label="
+                          f"{outlier_label!r}: they are taken as a class, not as outliers. Pass "
+                          f"outlier_label={str(outlier_label)!r} to mark them as outliers, or "
+                          "integer labels.", UserWarning, stacklevel=4)
         return y, np.zeros(len(y), dtype=bool)
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)):
@@ -228,11 +258,15 @@ def labels_from_y(y, n, name="y", outlier_label=-1):
             bad = y[y != np.round(y)][:3]
             raise ValueError(f"`{name}` must hold integer class labels; got fractional values "
                              f"such as {bad.tolist()}.")
-    elif y.dtype.kind == "b":
         y = y.astype(np.int64)
-    y = y.astype(np.int64)
+    elif y.dtype.kind == "b":  # bool labels stay bools (classes_ [False, True]); a bool
+        return y, np.zeros(len(y), dtype=bool)  # is never the outlier_label
+    # integer labels keep their dtype (classes_ as the user gave them, uint64 included)
     marker = None if isinstance(outlier_label, str) else outlier_label
-    is_out = (y == marker) if marker is not None else np.zeros(len(y), dtype=bool)
+    if marker is None or (y.dtype.kind == "u" and marker < 0):
+        is_out = np.zeros(len(y), dtype=bool)
+    else:
+        is_out = y == marker
     bad = (y < 0) & ~is_out
     if bad.any():
         raise ValueError(f"`{name}` has negative labels other than {outlier_label!r} "

@@ -312,6 +312,7 @@ def _add_fit(sub):
                         "tuples or strings")
     f.add_argument("--json", action="store_true",
                    help="print one JSON object (n_id, offset, seconds, device, out) to stdout")
+    _out_options(f)
     _common_runtime(f)
 
 
@@ -330,12 +331,21 @@ def _add_score(sub):
                         "rows, anything else ID")
     s.add_argument("--out", default=None, metavar="FILE",
                    help="write the results: .csv with columns score,prediction (score = "
-                        "-energy, float64; prediction +1 ID / -1 OOD), or .npy with the scores")
+                        "score_samples, float64; prediction +1 ID / -1 OOD), or .npy with the "
+                        "scores")
     s.add_argument("--json", action="store_true",
                    help="print one JSON object with the summary and, with labels, the OOD "
                         "metrics (auroc, aupr_in, aupr_out, fpr95) to stdout")
     s.add_argument("--device", type=_device, default="auto",
                    help="cpu, cuda, cuda:N, mps or auto (default: %(default)s)")
+    _out_options(s)
+
+
+def _out_options(p):
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="CSV input: the column that holds the labels (default: one named y, "
+                        "label, labels or target); none = every column is a feature")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
 
 def _common_runtime(p):
@@ -350,13 +360,19 @@ def _common_runtime(p):
 
 # --------------------------------------------------------------------------- files
 _LABEL_COLUMNS = ("y", "label", "labels", "target")
+#: Column names that look like labels but are not taken as labels without --label-column
+#: (a warning says so): a numeric "class" column is a plausible feature too.
+_LABEL_LIKE = ("class", "classes", "targets", "category", "outcome", "ood", "is_ood",
+               "outlier", "is_outlier", "y_true")
 
 
-def _read_csv(path, what):
+def _read_csv(path, what, label_column=None):
     """``(X float64 (n, d), y or None)`` from a CSV file of numbers.
 
     An optional header row (any non-numeric cell in the first row); a column named ``y``,
-    ``label``, ``labels`` or ``target`` holds the labels (integers or strings)."""
+    ``label``, ``labels`` or ``target`` holds the labels (integers or strings), or the one
+    named by ``label_column`` (``"none"``: every column is a feature). Blank label cells
+    are an error naming their rows."""
     try:
         with open(path, newline="") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
@@ -386,12 +402,22 @@ def _read_csv(path, what):
         raise CLIError(f"{what} file {path}: the header has {len(header)} columns, the data "
                        f"{width}")
     label_col = None
-    if header is not None:
+    if label_column is not None and label_column.lower() != "none":
+        if header is None or label_column not in header:
+            raise CLIError(f"--label-column {label_column!r}: {what} file {path} has no column "
+                           f"of that name (columns: {', '.join(header or []) or 'no header'})")
+        label_col = header.index(label_column)
+    elif header is not None and label_column is None:
         hits = [i for i, h in enumerate(header) if h.lower() in _LABEL_COLUMNS]
         if len(hits) > 1:
             raise CLIError(f"{what} file {path} has several label columns "
                            f"({', '.join(header[i] for i in hits)}); keep one")
         label_col = hits[0] if hits else None
+        like = [h for h in header if h.lower() in _LABEL_LIKE]
+        if like:
+            warnings.warn(f"{what} file {path}: column {like[0]!r} looks like labels but is used "
+                          f"as a feature; pass --label-column {like[0]} if it holds the labels "
+                          "(or --label-column none to silence this)", UserWarning)
     cols = [j for j in range(width) if j != label_col]
     if not cols:
         raise CLIError(f"{what} file {path} has no feature columns")
@@ -403,6 +429,11 @@ def _read_csv(path, what):
     y = None
     if label_col is not None:
         raw = [r[label_col].strip() for r in rows]
+        blank = [i + 1 + (header is not None) for i, v in enumerate(raw) if not v]
+        if blank:
+            raise CLIError(f"{what} file {path}: the label column {header[label_col]!r} is blank "
+                           f"in {len(blank)} row(s) (file lines {blank[:10]}); give every row a "
+                           "label (-1 for an outlier row)")
         try:
             vals = [float(v) for v in raw]
             y = np.array(vals)
@@ -413,7 +444,7 @@ def _read_csv(path, what):
     return X, y
 
 
-def _read_arrays(path, what):
+def _read_arrays(path, what, label_column=None):
     """``(X, y or None)`` from a .npy, .npz or .csv file; errors are CLIError with one line."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".npy", ".npz", ".csv"):
@@ -421,7 +452,9 @@ def _read_arrays(path, what):
     if not os.path.isfile(path):
         raise CLIError(f"{what} file not found: {path}")
     if ext == ".csv":
-        return _read_csv(path, what)
+        return _read_csv(path, what, label_column)
+    if label_column is not None and label_column.lower() != "none":
+        raise CLIError(f"--label-column applies to .csv files; {path} is {ext} (use its y array)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as exc:  # ValueError, OSError, EOFError, zipfile.BadZipFile
@@ -477,13 +510,16 @@ def _read_csv_labels(path):
     return None, y
 
 
-def _check_out_file(path, what, exts=None):
-    """Fail now (before any training) if ``path`` cannot be written."""
+def _check_out_file(path, what, exts=None, force=None):
+    """Fail now (before any training) if ``path`` cannot be written, or (``force=False``)
+    if it exists."""
     if exts is not None and os.path.splitext(path)[1].lower() not in exts:
         raise CLIError(f"{what} must end in {' or '.join(exts)}, got {path!r}")
     full = os.path.abspath(os.path.expanduser(path))
     if os.path.isdir(full):
         raise CLIError(f"{what} {path} is a folder; give a file name")
+    if force is False and os.path.exists(full):
+        raise CLIError(f"{what} {path} exists; pass --force to overwrite it, or another name")
     folder = os.path.dirname(full)
     if not os.path.isdir(folder):
         raise CLIError(f"{what} folder does not exist: {folder}")
@@ -660,9 +696,14 @@ def _cmd_benchmark(args, argv):
     return 0
 
 
+def _score_text(det):
+    """What ``score_samples`` of ``det`` is, for the summaries."""
+    return "-energy" if det.ood_score == "energy" else f"ood_score {det.ood_score!r}"
+
+
 def _cmd_fit(args):
-    _check_out_file(args.out, "--out")  # before anything is read or trained
-    X, y = _read_arrays(args.id_file, "--id")
+    _check_out_file(args.out, "--out", force=args.force)  # before anything is read or trained
+    X, y = _read_arrays(args.id_file, "--id", args.label_column)
     if args.labels is not None:
         y = _read_labels(args.labels)
     outliers = None
@@ -701,17 +742,17 @@ def _cmd_fit(args):
                           else np.asarray(det.classes_).tolist(), "out": args.out}))
     else:
         print(f"fitted on {n_id} in-distribution inputs in {seconds:.0f}s on {det.device_}; "
-              f"threshold offset_={det.offset_:.4f} (score = -energy; below it = OOD); saved to "
+              f"threshold offset_={det.offset_:.4f} (score = {_score_text(det)}; below it = OOD); saved to "
               f"{args.out}")
     return 0
 
 
 def _cmd_score(args):
     if args.out is not None:
-        _check_out_file(args.out, "--out", (".npy", ".csv"))
+        _check_out_file(args.out, "--out", (".npy", ".csv"), force=args.force)
     if not os.path.isfile(args.model):
         raise CLIError(f"--model file not found: {args.model}")
-    X, y = _read_arrays(args.input, "--input")
+    X, y = _read_arrays(args.input, "--input", args.label_column)
     if args.labels is not None:
         y = _read_labels(args.labels)
     det = AOEDetector.load(args.model, device=args.device)
@@ -719,11 +760,12 @@ def _cmd_score(args):
     pred = np.where(scores < det.offset_, -1, 1)
     flagged = pred == -1
     summary = {"command": "score", "n": int(len(scores)), "device": str(det.device_),
+               "ood_score": det.ood_score,
                "score_mean": float(scores.mean()), "score_min": float(scores.min()),
                "score_max": float(scores.max()), "offset": float(det.offset_),
                "n_flagged_ood": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),
                "metrics": None, "out": args.out}
-    lines = [f"scored {len(scores)} inputs on {det.device_}: score (-energy, higher = more "
+    lines = [f"scored {len(scores)} inputs on {det.device_}: score ({_score_text(det)}, higher = more "
              f"in-distribution) mean {scores.mean():.4f}, min {scores.min():.4f}, max "
              f"{scores.max():.4f}; {int(flagged.sum())} ({flagged.mean() * 100:.1f}%) below the "
              f"threshold {det.offset_:.4f} are flagged OOD"]
@@ -734,7 +776,13 @@ def _cmd_score(args):
         if y.ndim != 1 or len(y) != len(scores):
             raise CLIError(f"labels have shape {y.shape} but the input has {len(scores)} rows; "
                            "expected one label per row")
-        is_ood = ood_mask(y, getattr(det, "outlier_label", -1))
+        marker = getattr(det, "outlier_label", -1)
+        if y.dtype.kind in "USO" and not isinstance(marker, str):
+            raise CLIError(f"the labels are strings (e.g. {str(y[0])!r}), but the detector marks "
+                           f"OOD rows with the integer outlier_label {marker!r}, so no row could "
+                           "count as OOD; give numeric labels (y < 0 = OOD), or fit with --set "
+                           "outlier_label=<the string>")
+        is_ood = ood_mask(y, marker)
         if is_ood.any() and (~is_ood).any():
             r = ood_report(scores[~is_ood], scores[is_ood])
             summary["metrics"] = {k: (float(v) if isinstance(v, float) else v)

@@ -20,7 +20,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from . import _fit_inputs, _fit_steps, _scoring, _state, _training
 from . import distributed as _distributed
 from . import persistence as _persistence
-from ._compat import HasMethods, Interval, RegistryOptions, StrOptions
+from ._compat import HasMethods, IntInterval, Interval, RegistryOptions, StrOptions
 from ._fit_steps import AUTO_EPOCHS, AUTO_MARGIN_GAP, AUTO_MIN_STEPS, AUTO_PRETRAIN_EPOCHS  # noqa: F401
 from ._scoring import SCORE_CHUNK_ROWS  # noqa: F401  (documented constant)
 from ._torch_utils import resolve_device as _resolve_device  # noqa: F401  (former home)
@@ -124,8 +124,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         a typical ID input). The margins thus follow the backbone's own energy level;
         Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
     temperature : float in [1e-3, 1e3], default=1.0
-        Energy temperature ``T`` (also used by scoring: a change after ``fit`` takes
-        effect at once).
+        Energy temperature ``T``, also of scoring: a change after ``fit`` takes effect at
+        once, threshold included (:data:`~aoe_detect._scoring.SCORE_PARAMS`).
     contamination : float in (0, 0.5], default=0.05
         Fraction of held-out ID validation data scored below ``offset_``: with 0.05,
         :meth:`predict` accepts 95% of ID inputs, the operating point of FPR@95TPR.
@@ -178,14 +178,14 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
         shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
     ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy+mahalanobis"
-        What :meth:`score_samples` returns (always higher = more in-distribution):
-        ``"energy"``, the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared
-        Mahalanobis distance of the penultimate features to the closest class mean under a
-        shared covariance (Lee et al. 2018); ``"knn"``, minus the distance of the normalised
-        features to their ``k``-th nearest ID training feature (Sun et al. 2022); a sum
-        ``"a+b"`` adds the two scores after standardising each on the held-out ID rows.
-        Feature statistics are fitted on the ID training rows after fine-tuning (see
-        :mod:`aoe_detect.scores`). :meth:`perturb` attacks this score.
+        What :meth:`score_samples` returns (always higher = more in-distribution): ``"energy"``,
+        the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared Mahalanobis distance of
+        the penultimate features to the closest class mean under a shared covariance (Lee et
+        al. 2018); ``"knn"``, minus the distance of the normalised features to their ``k``-th
+        nearest ID training feature (Sun et al. 2022); a sum ``"a+b"`` adds the two scores
+        after standardising each on the held-out ID rows. Feature statistics are fitted on
+        the ID training rows after fine-tuning (:mod:`aoe_detect.scores`). :meth:`perturb`
+        attacks this score. Changed after ``fit``: ``StaleScoreError`` until ``fit``.
     feature_layer : str or None, default=None
         Name of the backbone submodule whose *input* are the features of the feature scores
         (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
@@ -294,10 +294,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
         "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "loss": [StrOptions({"energy", "softmax"}), EnergyMargin, SoftmaxOE],
-        "epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "pretrain_epochs": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "outlier_batch_size": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
+        "pretrain_epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [IntInterval(1, None, closed="left")],
+        "outlier_batch_size": [IntInterval(1, None, closed="left"), None],
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adam", "sgd"})],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
@@ -316,15 +316,15 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         "amp": [StrOptions({"bf16", "fp16"}), "boolean"],
         "compile": ["boolean", dict],
         "channels_last": [StrOptions({"auto"}), "boolean"],
-        "num_workers": [Interval(numbers.Integral, 0, None, closed="left")],
-        "attack_refresh": [Interval(numbers.Integral, 1, None, closed="left")],
+        "num_workers": [IntInterval(0, None, closed="left")],
+        "attack_refresh": [IntInterval(1, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
         "ood_score": [StrOptions(set(SCORES))],
         "feature_layer": [str, None],
-        "knn_k": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "knn_max_samples": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "knn_k": [IntInterval(1, None, closed="left"), StrOptions({"auto"})],
+        "knn_max_samples": [IntInterval(1, None, closed="left"), None],
         "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
-        "outlier_label": [numbers.Integral, str],
+        "outlier_label": [IntInterval(None, None, closed="neither"), str],
         "augment": ["boolean"],
     }
 
@@ -455,7 +455,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         if source is not None:
             self.outlier_source_ = source
         attack = resolve_attack(self.attack)  # its radius, resolved once (fails before training)
-        eps = 0.0 if attack is None else attack_radius(attack, self.epsilon_, self.input_shape_, device)
+        eps, self.epsilon_ = _fit_steps.attack_eps(attack, self.epsilon_, self.input_shape_, device)
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")
@@ -483,9 +483,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
             _training.restore_kept(self.module_, self.history_, progress)  # with a warning
             if not hasattr(self, "m_in_"):
                 self._set_margins(data.X_train, device)
-            self._calibrate(data, y_tr, gen)
-            if self.checkpoint_dir is not None and _distributed.is_main_process():
-                self._checkpoint()  # the checkpoint is never behind the kept epoch
+            self._calibrate(data, y_tr, gen)  # (its checkpoint is never behind the kept epoch)
         return self
 
     def _set_module(self, data, resuming, device):
@@ -522,10 +520,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
                                       loss_fn=loss_fn, generator=gen, device=self.device_,
                                       options=options, source=source, attack=attack, eps=eps)
         checkpoint = self.checkpoint_dir is not None and _distributed.is_main_process()
-        return _training.run_stage(
+        return _fit_steps.check_diverged_refit("offset_" in self.__dict__, _training.run_stage(
             stage, history=self.history_, progress=progress, validation=val,
-            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature),
-            on_epoch_end=self._checkpoint if checkpoint else None)
+            probe_scores=lambda: self._rows().energy_scores(data.train_data[:256], self.temperature, 1),
+            on_epoch_end=self._epoch_checkpoint if checkpoint else None))
 
     def _calibrate(self, data, y_tr, gen):
         """``scorer_`` on the training rows, ``validation_scores_`` and ``offset_``."""
@@ -534,8 +532,10 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
             self._rows(), data.X_train, y_tr, data.X_val, gen, ood_score=self.ood_score,
             temperature=self.temperature, knn_k=self.knn_k, knn_max_samples=self.knn_max_samples,
             feature_layer=self.feature_layer, has_classes=hasattr(self, "classes_"))
-        self.validation_scores_ = self._validation_scores(data.X_val)
+        self.validation_scores_ = self._validation_scores(data.X_val)  # finite, spread checked
         self.offset_ = _state.conformal_offset(self.validation_scores_, self.contamination)
+        self._set_score_base(self._keep_held_out(data.X_val))  # what set_params may change
+        self._checkpoint()  # (with checkpoint_dir) the complete detector, threshold included
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

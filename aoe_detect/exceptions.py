@@ -8,7 +8,8 @@ aoe_detect.exceptions.NonFiniteLossWarning``.
 from __future__ import annotations
 
 __all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
-           "NoClassesError", "NonFiniteLossError", "CLIError"]
+           "NoClassesError", "NonFiniteLossError", "CLIError", "StaleScoreError",
+           "NonFiniteScoreWarning"]
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -38,3 +39,15 @@ class NonFiniteLossError(FloatingPointError):
 
 class CLIError(Exception):
     """An expected error of the ``aoe-detect`` command line, printed as one line."""
+
+
+class StaleScoreError(ValueError):
+    """A parameter that shapes the fitted score (``ood_score``, ``feature_layer``,
+    ``knn_max_samples``; ``temperature`` or ``knn_k`` without the kept held-out outputs) was
+    changed by ``set_params`` after ``fit``: the fitted statistics no longer belong to it, so
+    the detector refuses to score (or save) instead of scoring with the old statistics."""
+
+
+class NonFiniteScoreWarning(RuntimeWarning):
+    """Some scores were NaN or infinite even in float64 (extreme inputs); they were set to
+    ``-inf`` (most out-of-distribution), so ``predict`` says -1 for those rows."""

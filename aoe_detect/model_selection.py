@@ -157,7 +157,7 @@ class OODStratifiedKFold(BaseCrossValidator):
             raise ValueError(f"`shuffle` must be True or False, got {self.shuffle!r}.")
         if self.protocol not in ("unseen", "seen"):
             raise ValueError(f"`protocol` must be 'unseen' or 'seen', got {self.protocol!r}.")
-        if isinstance(self.outlier_label, bool) or not isinstance(
+        if isinstance(self.outlier_label, (bool, np.bool_)) or not isinstance(
                 self.outlier_label, (numbers.Integral, str)):
             raise ValueError(f"`outlier_label` must be an integer or a string, got "
                              f"{self.outlier_label!r}.")
@@ -187,8 +187,9 @@ class OODStratifiedKFold(BaseCrossValidator):
         id_labels = y[id_idx]
         _, id_codes = np.unique(id_labels.astype(str) if id_labels.dtype.kind == "O"
                                 else id_labels, return_inverse=True)
-        id_cv = StratifiedKFold(self.n_splits, shuffle=self.shuffle, random_state=seeds[0])
-        ood_cv = KFold(self.n_splits, shuffle=self.shuffle, random_state=seeds[1])
+        shuffle = bool(self.shuffle)  # np.bool_ passes the check; scikit-learn wants a bool
+        id_cv = StratifiedKFold(self.n_splits, shuffle=shuffle, random_state=seeds[0])
+        ood_cv = KFold(self.n_splits, shuffle=shuffle, random_state=seeds[1])
         id_splits = id_cv.split(np.zeros(len(id_idx)), id_codes)
         ood_splits = ood_cv.split(np.zeros(len(ood_idx)))
         for (_, id_test), (_, ood_test) in zip(id_splits, ood_splits):

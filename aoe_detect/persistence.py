@@ -36,10 +36,11 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from . import distributed as _distributed
-from ._state import check_margin_params, validate_nested
+from ._state import check_margin_params, conformal_offset, validate_nested
 from ._torch_utils import atomic_write, resolve_device
 from .backbones import BACKBONES, build_backbone
-from .scores import build_scorer
+from .scores import (EnergyScore, KNNScore, LogitsAndFeatures, MahalanobisScore, SumScore,
+                     build_scorer)
 
 __all__ = ["save", "load", "check_save_path", "FORMAT", "FORMAT_VERSION"]
 
@@ -93,6 +94,9 @@ def save(detector, path, _partial=False):
 
     if not _partial:
         check_is_fitted(detector, "offset_")
+        sync = getattr(detector, "_sync_score", None)
+        if sync is not None:  # score parameters set after fit: consistent, or refused
+            sync()
     params, skipped = {}, []
     for k, v in detector.get_params(deep=False).items():
         j = _jsonable(v)
@@ -101,13 +105,16 @@ def save(detector, path, _partial=False):
         else:
             params[k] = j
     fitted = {k: _jsonable(getattr(detector, k)) for k in _FITTED if hasattr(detector, k)}
+    if _partial:  # a training checkpoint: the weights of the last epoch, no score or threshold
+        fitted.pop("offset_", None)  # (those of a previous fit would not belong to them)
+        fitted["partial"] = True
     eps = getattr(detector, "epsilon_", None)
     fitted["epsilon_"] = eps.tolist() if isinstance(eps, np.ndarray) else eps
     fitted["device_"] = str(getattr(detector, "device_", "cpu"))
     if hasattr(detector, "classes_"):
         fitted["classes_"] = np.asarray(detector.classes_).tolist()
     fitted["history_"] = getattr(detector, "history_", [])
-    scorer = getattr(detector, "scorer_", None)
+    scorer = None if _partial else getattr(detector, "scorer_", None)
     if scorer is not None:
         fitted["scorer_"] = _scorer_spec(scorer)
     bb = detector.backbone
@@ -129,7 +136,8 @@ def save(detector, path, _partial=False):
         "scorer_state": ({} if scorer is None else
                          {k: v.detach().cpu().clone() for k, v in scorer.state_dict().items()}),
         "validation_scores": torch.as_tensor(
-            np.asarray(getattr(detector, "validation_scores_", np.zeros(0)), dtype=np.float64)),
+            np.asarray(np.zeros(0) if _partial else getattr(detector, "validation_scores_",
+                                                             np.zeros(0)), dtype=np.float64)),
     }
     payload["sha256"] = _digest(payload)
     path = check_save_path(path)
@@ -321,7 +329,7 @@ def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
         raise _bad(path, "validation_scores", "empty, but the detector has a threshold")
 
 
-def load(path, module=None, device="auto", *, cls=None):
+def load(path, module=None, device="auto", *, cls=None, _checkpoint=False):
     """Load a detector written by :func:`save`; never executes code from the file.
 
     Parameters
@@ -362,6 +370,11 @@ def load(path, module=None, device="auto", *, cls=None):
         raise FileNotFoundError(f"No saved detector at {path!r}.")
     payload = _read_payload(path)
     params, skipped, fitted, spec, state = _parse_payload(payload, path)
+    if fitted.get("partial") and not _checkpoint:
+        raise ValueError(f"{path!r} is a training checkpoint written during fit (the weights of "
+                         "its last completed epoch, no fitted score or threshold), not a "
+                         "detector: resume it with AOEDetector(warm_start=True, checkpoint_dir="
+                         "...).fit(...), or load a file written by save().")
     known = estimator_cls().get_params()
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -377,6 +390,8 @@ def load(path, module=None, device="auto", *, cls=None):
     det.module_ = net.to(dev).eval()
     det.device_ = dev
     _restore_fitted(det, fitted, payload, dev, path)
+    if hasattr(det, "offset_") and hasattr(det, "_set_score_base"):
+        det._set_score_base()  # the saved parameters are those the saved statistics belong to
     return det
 
 
@@ -512,9 +527,88 @@ def _restore_fitted(det, fitted, payload, dev, path):
     if "scorer_" in fitted:
         det.scorer_ = _load_scorer(fitted["scorer_"], payload.get("scorer_state", {}), path,
                                    det.ood_score).to(dev)
-    elif det.ood_score != "energy" and "offset_" in fitted:  # (a checkpoint has neither)
+        _check_loaded_scorer(det, fitted["scorer_"], path)
+    elif "offset_" in fitted:  # (a checkpoint has neither)
         raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
-                         "no fitted score statistics (`scorer_`).")
+                         "no fitted score statistics (`scorer_`) for its threshold `offset_`.")
+    if "offset_" in fitted:
+        _check_loaded_offset(det, path, payload.get("version"))
+
+
+def _check_loaded_scorer(det, spec, path):
+    """The score statistics checked as ``fit`` would have made them: the parameters they
+    were fitted with are the saved ones, the feature width is the module's, the precision
+    is symmetric positive-definite, the k-NN bank rows have unit norm."""
+    scorer = det.scorer_
+    for m in scorer.modules():
+        if isinstance(m, EnergyScore) and float(m.temperature) != float(det.temperature):
+            raise _bad(path, "scorer_.temperature", f"{m.temperature!r} differs from the saved "
+                       f"parameter temperature={det.temperature!r}")
+        if isinstance(m, KNNScore):
+            k = m.k
+            if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1)):
+                raise _bad(path, "scorer_.knn_k", f"{k!r} is not 'auto' or an integer >= 1")
+            if k != det.knn_k:
+                raise _bad(path, "scorer_.knn_k", f"{k!r} differs from the saved parameter "
+                           f"knn_k={det.knn_k!r}")
+            if m.max_samples != det.knn_max_samples:
+                raise _bad(path, "scorer_.knn_max_samples", f"{m.max_samples!r} differs from the "
+                           f"saved parameter knn_max_samples={det.knn_max_samples!r}")
+            norms = m.bank.double().norm(dim=1)
+            if len(m.bank) < 1 or not bool(((norms - 1).abs() < 1e-3).all()):
+                raise _bad(path, "scorer_state.bank", "the k-NN bank rows are not L2-normalised "
+                           "ID features")
+        if isinstance(m, MahalanobisScore):
+            P = m.precision.double()
+            if not bool(torch.allclose(P, P.T, rtol=1e-4, atol=1e-6 * float(P.abs().max()))):
+                raise _bad(path, "scorer_state.precision", "not a symmetric matrix")
+            try:
+                torch.linalg.cholesky(P)
+            except RuntimeError:
+                raise _bad(path, "scorer_state.precision", "not positive-definite") from None
+            n_cls = len(getattr(det, "classes_", [])) or 1
+            if m.means.shape[0] not in (1, n_cls):
+                raise _bad(path, "scorer_state.means", f"{m.means.shape[0]} class means for "
+                           f"{n_cls} classes")
+        if isinstance(m, SumScore) and len(m.mean) != len(m.parts):
+            raise _bad(path, "scorer_state.mean", "not one mean per part of the sum")
+    if getattr(scorer, "needs_features", False):
+        width = None
+        for key, v in scorer.state_dict().items():
+            if key.endswith(("means", "bank")):
+                width = int(v.shape[1])
+        try:
+            head = LogitsAndFeatures(det.module_, det.feature_layer)
+            probe = torch.zeros((1, *det.input_shape_), device=det.device_)
+            with torch.inference_mode():
+                n_out = int(head(probe).shape[1])
+                n_logits = int(det.module_(probe).shape[1])
+        except Exception as exc:  # noqa: BLE001 - any failure of the module is the finding
+            raise _bad(path, "feature_layer", f"the features cannot be taken ({type(exc).__name__}: "
+                       f"{exc})") from None
+        if width is not None and width != n_out - n_logits:
+            raise _bad(path, "scorer_state", f"statistics of {width}-wide features, but the "
+                       f"module's features are {n_out - n_logits} wide")
+
+
+def _check_loaded_offset(det, path, version):
+    """``offset_`` is the ``contamination`` quantile of the saved ``validation_scores_``,
+    as ``fit`` and ``recalibrate`` compute it. (Before 0.3, ``recalibrate(X)`` did not
+    keep the scores of ``X``: a file of another version only warns.)"""
+    from . import __version__  # read on use (tests and users may patch it)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few scores: warned about at fit already
+        expected = conformal_offset(det.validation_scores_, det.contamination)
+    if float(det.offset_) != expected:
+        if version != __version__:
+            warnings.warn(f"{path!r}: `offset_` {det.offset_!r} is not the contamination="
+                          f"{det.contamination} quantile of the saved validation scores (a file "
+                          "of an older version, recalibrated on other data?); it is kept. Call "
+                          "recalibrate(X) with ID data to rebuild it.", UserWarning)
+            return
+        raise _bad(path, "offset_", f"{det.offset_!r} is not the contamination={det.contamination} "
+                   f"quantile {expected!r} of the saved validation scores")
 
 
 def load_checkpoint(checkpoint_dir, backbone, labels, sample_shape, device):
@@ -533,7 +627,7 @@ def load_checkpoint(checkpoint_dir, backbone, labels, sample_shape, device):
         module = None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Parameters .* were not serialisable")
-        ckpt = load(path, module=module, device=device)
+        ckpt = load(path, module=module, device=device, _checkpoint=True)
     if tuple(ckpt.input_shape_) != tuple(sample_shape):
         raise ValueError(f"The checkpoint in `checkpoint_dir`={os.fspath(checkpoint_dir)!r} "
                          f"was fitted on samples of shape {tuple(ckpt.input_shape_)}, but X has "
@@ -584,14 +678,23 @@ class PersistenceMixin:
             if hasattr(ckpt, name):
                 setattr(self, name, getattr(ckpt, name))
 
-    def _checkpoint(self):
+    def _checkpoint(self, complete=True):
+        """Write ``checkpoint_dir/checkpoint.aoe``: after the threshold the complete
+        detector; with ``complete=False`` (after each epoch, :meth:`_epoch_checkpoint`) a
+        partial file (weights, ``history_``, margins) that :func:`load` refuses. Nothing
+        without ``checkpoint_dir`` or on a rank other than 0."""
+        if self.checkpoint_dir is None or not _distributed.is_main_process():
+            return
         os.makedirs(self.checkpoint_dir, exist_ok=True)
         was = self.module_.training
         self.module_.eval()
         try:
-            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=True)
+            save(self, os.path.join(self.checkpoint_dir, "checkpoint.aoe"), _partial=not complete)
         finally:
             self.module_.train(was)
+
+    def _epoch_checkpoint(self):
+        self._checkpoint(complete=False)
 
     def __getstate__(self):
         """Pickle/joblib state: the module as a CPU copy, without training data.
@@ -605,6 +708,9 @@ class PersistenceMixin:
 
         state = self.__dict__.copy()
         state.pop("outlier_source_", None)
+        for key in ("_held_out", "_score_base"):  # rebuilt on unpickling
+            state.pop(key, None)
+        # _score_applied (plain values) stays: the parameters the pickled score belongs to
         if "module_" in state:
             state["module_"] = copy.deepcopy(state["module_"]).to("cpu")
             state["device_"] = str(state["device_"])
@@ -639,3 +745,8 @@ class PersistenceMixin:
             self.module_ = self.module_.to(dev).eval()
             if "scorer_" in state:
                 self.scorer_ = self.scorer_.to(dev)
+        if "offset_" in state and hasattr(self, "_set_score_base"):
+            applied = state.get("_score_applied")
+            self._set_score_base()  # the pickled score state...
+            if applied is not None:  # ...belongs to the parameters it was computed for
+                self._score_base["params"] = self._score_applied = dict(applied)

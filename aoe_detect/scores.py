@@ -42,6 +42,7 @@ References
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -162,6 +163,15 @@ class MahalanobisScore(nn.Module):
         classes = np.unique(lab)
         means = np.stack([z[lab == c].mean(0) for c in classes])
         centred = z - means[np.searchsorted(classes, lab)]
+        distinct = len(np.unique(z, axis=0))
+        spread = float(np.sum(centred ** 2)) / max(len(z), 1)
+        scale = float(np.mean(np.sum(z ** 2, 1))) if len(z) else 0.0
+        if distinct < 2 or spread <= 1e-12 * max(scale, 1e-30):
+            raise ValueError(
+                f"ood_score='mahalanobis' cannot fit a covariance: the {len(z)} ID training "
+                f"feature rows have {distinct} distinct value(s) and (near-)zero spread around "
+                "their class means, so every input would get the same score. Give varied "
+                "in-distribution data (duplicated rows?), or use ood_score='energy'.")
         cov = LedoitWolf(assume_centered=True).fit(centred)
         self.means = _as_tensor(means)
         self.precision = _as_tensor(cov.precision_)
@@ -205,7 +215,17 @@ class KNNScore(nn.Module):
             z = z[torch.randperm(len(z), generator=g)[: int(self.max_samples)]]
         self.bank = self._normalise(z)
         self._index = None
+        self.check_k()
         return self
+
+    def check_k(self):
+        """Warn when an integer ``k`` exceeds the bank (the ``len(bank)``-th neighbour is
+        used instead, and the score is then the distance to the farthest bank row)."""
+        if not isinstance(self.k, str) and int(self.k) > len(self.bank):
+            warnings.warn(f"knn_k={int(self.k)} is larger than the {len(self.bank)} ID training "
+                          f"features in the k-NN bank; k={len(self.bank)} is used (the distance "
+                          "to the farthest one). Lower `knn_k` or give more training rows.",
+                          UserWarning, stacklevel=2)
 
     def index(self):
         """scikit-learn's NearestNeighbors over the bank (built on first use)."""
@@ -222,6 +242,12 @@ class KNNScore(nn.Module):
             zd = z.double() if torch.jit.is_tracing() else z
             dist = torch.cdist(zd, self.bank.to(zd.dtype))
             return -dist.topk(self.resolved_k(), dim=1, largest=False).values[:, -1].to(z.dtype)
+        ok = torch.isfinite(z).all(1) & torch.isfinite(features.norm(dim=1))
+        if not bool(ok.all()):  # overflowed features: NaN here, recomputed in float64 by the
+            out = torch.full((len(z),), float("nan"), dtype=z.dtype, device=z.device)  # caller
+            if bool(ok.any()):
+                out[ok] = self.forward(logits[ok] if logits is not None else None, features[ok])
+            return out
         dist, _ = self.index().kneighbors(z.detach().cpu().numpy(), return_distance=True)
         return -torch.as_tensor(dist[:, -1], dtype=z.dtype, device=z.device)
 

@@ -46,6 +46,7 @@ import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import CalibrationWarning
+from aoe_detect.exceptions import StaleScoreError
 from aoe_detect.outliers import UniformNoise
 from aoe_detect.testing import (TINY, changed, check_bad_param, constraint_cases,
                                 describe_change, expected_results, set_json, snapshot, tamper,
@@ -648,6 +649,68 @@ def interrupt_anywhere_cases():
                    err or f"{len(det.history_)} epochs kept, checkpoint {'behind' if behind else 'current'}")
 
 
+def _scorer_state_edit(key, fn):
+    def run(p):
+        k = next(k for k in p["scorer_state"] if k.endswith(key))
+        p["scorer_state"][k] = fn(p["scorer_state"][k])
+    return run
+
+
+def round_three_cases(fitted):
+    """Issue 20: stale fitted scores, non-finite scores, edited score statistics."""
+    tag = "issue 20: fitted score after set_params"
+    for params in ({"ood_score": "energy"}, {"ood_score": "knn"}, {"feature_layer": "net.0"}):
+        for call_name, call in (("score_samples", lambda d: d.score_samples(PROBE)),
+                                ("save", NOT_FITTED["save"])):
+            name = f"{params} then {call_name}"
+            yield (tag, name, *_expect_error(fitted, PROBE, params, call, r"was changed",
+                                             types=(StaleScoreError,)))
+    for params in ({"temperature": 2.0}, {"contamination": 0.2}):
+        det = copy.deepcopy(fitted).set_params(**params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = det.score_samples(PROBE)
+            with tempfile.TemporaryDirectory() as tmp:
+                back = AOEDetector.load(det.save(os.path.join(tmp, "d.aoe")))
+        ok = (np.isfinite(s).all() and back.offset_ == det.offset_
+              and back.decision_function(PROBE).tobytes() == det.decision_function(PROBE).tobytes())
+        det.set_params(**{k: fitted.get_params()[k] for k in params})
+        ok = ok and det.score_samples(PROBE).tobytes() == fitted.score_samples(PROBE).tobytes()
+        yield (tag, f"{params}: rebuilt, saved consistently, set back bitwise", bool(ok), not ok,
+               "ok" if ok else "differs")
+    rng = np.random.RandomState(0)
+    X20 = rng.normal(0, 1, (100, 20))
+    huge = np.r_[np.full((1, 20), 1e37), rng.choice([-1e37, 1e37], (3, 20)), np.full((1, 20), 3e38)]
+    for score in ("energy", "knn", "energy+mahalanobis"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            det = AOEDetector(**TINY, ood_score=score).fit(X20, (X20[:, 0] > 0).astype(int))
+        try:
+            ok, detail = bool(np.isfinite(det.score_samples(huge)).all()), "finite"
+        except Exception as exc:  # noqa: BLE001 - the finding
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        yield ("issue 20: finite scores for huge finite inputs", score, ok, not ok, detail)
+    edits = [
+        ("scorer temperature edited", lambda p: (lambda f: (f["scorer_"].__setitem__("temperature", 5.0),
+                                                            p.__setitem__("fitted", json.dumps(f))))(json.loads(p["fitted"])),
+         r"scorer_.temperature"),
+        ("precision negated", _scorer_state_edit("precision", lambda t: -t), r"positive-definite"),
+        ("offset_ edited", set_json("fitted", "offset_", 0.5), r"`offset_`"),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, edit, pattern in edits:
+            path = fitted.save(os.path.join(tmp, "t.aoe"))
+            tamper(path, edit, True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    AOEDetector.load(path)
+                handled, lost, detail = False, True, "loaded"
+            except ValueError as exc:
+                handled, lost, detail = re.search(pattern, str(exc)) is not None, False, str(exc)[:100]
+            yield ("issue 20: edited score statistics, checksum recomputed", name, handled, lost, detail)
+
+
 # ------------------------------------------------------------------------ main
 def run():
     warnings.simplefilter("ignore", CalibrationWarning)  # tiny data: 8 held-out rows, expected
@@ -664,7 +727,8 @@ def run():
     for gen in (bad_input_cases(fitted, fitted_img), nonfinite_cases(), interrupt_cases(),
                 interrupt_anywhere_cases(), crash_cases(fitted_user), resume_cases(),
                 persistence_cases(fitted), tamper_cases(fitted),
-                round_two_cases(fitted, fitted_unlabelled), constraint_battery_cases(fitted)):
+                round_two_cases(fitted, fitted_unlabelled), constraint_battery_cases(fitted),
+                round_three_cases(fitted)):
         rows.extend(gen)
     return rows
 

@@ -449,7 +449,8 @@ def test_checkpoint_written_after_every_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(persistence, "save", spy)
     det = AOEDetector(**{**TINY, "pretrain_epochs": 2, "epochs": 2,
                          "checkpoint_dir": str(tmp_path / "ck")}).fit(X, Y)
-    assert seen == [(i, "checkpoint.aoe", True) for i in (1, 2, 3, 4)]
+    # a partial checkpoint after every epoch, then the complete detector (issue 20)
+    assert seen == [(i, "checkpoint.aoe", True) for i in (1, 2, 3, 4)] + [(4, "checkpoint.aoe", False)]
     state, payload = _ckpt_weights(tmp_path / "ck")
     _assert_weights_equal(det.module_, state)
     assert sorted(os.listdir(tmp_path / "ck")) == ["checkpoint.aoe"]  # no temp files left
