@@ -144,17 +144,6 @@ def _device(text):
     return text
 
 
-def _int_list(text):
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
-    return tuple(vals)
-
-
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -462,18 +451,6 @@ def _check_out_file(path, what, exts=None):
         raise CLIError(f"{what} folder is not writable: {folder}")
     if os.path.exists(full) and not os.access(full, os.W_OK):
         raise CLIError(f"{what} file is not writable: {path}")
-
-
-def _check_out_dir(path, what):
-    """Fail now if the folder ``path`` can neither be used nor created."""
-    full = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(full) and not os.path.isdir(full):
-        raise CLIError(f"{what} {path} exists and is not a folder")
-    probe = full
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise CLIError(f"{what} {path} cannot be created: {probe} is not a writable folder")
 
 
 # ------------------------------------------------------------------------ commands

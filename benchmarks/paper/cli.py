@@ -25,8 +25,7 @@ import warnings
 
 import torch
 
-from aoe_detect.cli import (_DEVICE, _assignment, _check_out_dir, _common_runtime, _int_list,
-                            _log, _one_line)
+from aoe_detect.cli import _DEVICE, _assignment, _common_runtime, _log, _one_line
 from aoe_detect.exceptions import CLIError
 
 from .data import load_user_data
@@ -44,6 +43,29 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
+
+
+def _int_list(text):
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return tuple(vals)
+
+
+def _check_out_dir(path, what):
+    """Fail now if the folder ``path`` can neither be used nor created."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full) and not os.path.isdir(full):
+        raise CLIError(f"{what} {path} exists and is not a folder")
+    probe = full
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise CLIError(f"{what} {path} cannot be created: {probe} is not a writable folder")
 
 
 def build_parser():
