@@ -281,14 +281,6 @@ def test_no_sibling_module_is_imported_inside_a_function():
     assert not hidden, f"function-level imports of sibling modules: {hidden}"
 
 
-def test_the_library_does_not_import_the_benchmarks():
-    """Only the deprecation shim names benchmarks.paper in an import statement (the CLI loads
-    the optional suite by name, with importlib)."""
-    users = {m for m in _MODULES if any(a.split(".")[0] == "benchmarks"
-                                        for a in _module_imports(m)[2])}
-    assert users == {"benchmark"}
-
-
 def test_importing_aoe_detect_imports_neither_matplotlib_nor_the_suite():
     import subprocess
     import sys
@@ -298,31 +290,6 @@ def test_importing_aoe_detect_imports_neither_matplotlib_nor_the_suite():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_the_benchmark_shim_warns_and_reexports_the_suite(monkeypatch):
-    import importlib
-    import sys
-
-    import benchmarks.paper as suite
-
-    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
-    with pytest.warns(DeprecationWarning, match="moved to benchmarks.paper"):
-        shim = importlib.import_module("aoe_detect.benchmark")
-    assert shim.run_benchmark is suite.run_benchmark
-    assert shim._conclusions is suite._conclusions and shim.PROFILES is suite.PROFILES
-    assert set(shim.__all__) == set(suite.__all__)
-
-
-def test_the_benchmark_shim_outside_a_checkout_raises_a_clear_import_error(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
-    for name in ("benchmarks", "benchmarks.paper"):
-        monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match="source repository's benchmarks/ folder"):
-        importlib.import_module("aoe_detect.benchmark")
 
 
 def test_moved_benchmark_plots_name_their_new_home():
@@ -402,3 +369,39 @@ def test_generative_is_a_deprecated_alias_of_outliers_gan():
         generative = importlib.import_module("aoe_detect.generative")
     for name in gan.__all__:
         assert getattr(generative, name) is getattr(gan, name)
+
+
+def _names_benchmarks(node):
+    """Whether an ast node imports ``benchmarks`` (or a submodule): an import statement, or
+    a call to ``importlib.import_module`` / ``__import__`` / ``find_spec`` / ``run_module``
+    with a string naming it."""
+    def ours(name):
+        return isinstance(name, str) and name.split(".")[0] == "benchmarks"
+
+    if isinstance(node, ast.Import):
+        return any(ours(a.name) for a in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and ours(node.module)
+    if isinstance(node, ast.Call):
+        f = node.func
+        fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+        if fname in ("import_module", "__import__", "find_spec", "run_module"):
+            return any(isinstance(a, ast.Constant) and ours(a.value) for a in node.args)
+    return False
+
+
+def test_no_module_of_the_library_imports_the_benchmarks():
+    """Issue 21: the library never imports its experiments, neither by an import statement
+    nor by name (the CLI's old ``benchmark`` command loaded ``benchmarks.paper`` with
+    importlib; it is a stub now and the shim ``aoe_detect/benchmark.py`` is gone). Every
+    module of the package, subpackages included, parsed with ast."""
+    root = pathlib.Path(aoe_detect.__file__).parent
+    users = sorted(f"{p.relative_to(root)}:{n.lineno}" for p in root.rglob("*.py")
+                   for n in ast.walk(ast.parse(p.read_text())) if _names_benchmarks(n))
+    assert not users, f"modules of aoe_detect importing benchmarks: {users}"
+    # the check itself sees both spellings
+    for code in ("import benchmarks.paper", "from benchmarks import paper",
+                 "importlib.import_module('benchmarks.paper')", "__import__('benchmarks')"):
+        assert _names_benchmarks(ast.parse(code).body[0].value if "(" in code
+                                 else ast.parse(code).body[0]), code
+    assert not (root / "benchmark.py").exists()
