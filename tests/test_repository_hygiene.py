@@ -1,6 +1,6 @@
 """The repository itself: no merge-conflict markers in any tracked text file.
 
-``docs/architecture.md`` carried three markers (``<<<<<<<``, ``=======``, ``>>>>>>>``) for a
+``docs/architecture.md`` carried three markers (seven ``<``, ``=`` or ``>`` opening a line) for a
 whole round after the architecture merge, and nothing caught them; this test does.
 """
 
@@ -12,14 +12,14 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# A conflict block: "<<<<<<< " + ref, a bare "=======" line, ">>>>>>> " + ref. reST section
+# A conflict block: 7 "<" + ref, a bare line of 7 "=", 7 ">" + ref. reST section
 # underlines are runs of "=" too, so the middle marker counts only inside an opened block.
 OPEN, MIDDLE, CLOSE = re.compile(r"^<{7}( |$)"), re.compile(r"^={7}$"), re.compile(r"^>{7}( |$)")
 
 
 def conflict_markers(text):
-    """Line numbers (1-based) of conflict markers in ``text``: every ``<<<<<<<`` and
-    ``>>>>>>>`` line, and ``=======`` lines that follow an opening marker."""
+    """Line numbers (1-based) of conflict markers in ``text``: every opening and closing
+    marker line, and bare middle-marker lines that follow an opening marker."""
     found, opened = [], False
     for number, line in enumerate(text.splitlines(), 1):
         if OPEN.match(line):
@@ -54,7 +54,8 @@ def test_no_tracked_file_holds_conflict_markers():
 
 
 def test_the_detector_finds_each_marker_and_ignores_rest_underlines():
-    text = "Title\n=======\n\na\n<<<<<<< HEAD\nours\n=======\ntheirs\n>>>>>>> branch\n"
+    lt, eq, gt = "<" * 7, "=" * 7, ">" * 7  # spelled out, so that this file holds no marker
+    text = f"Title\n{eq}\n\na\n{lt} HEAD\nours\n{eq}\ntheirs\n{gt} branch\n"
     assert conflict_markers(text) == [5, 7, 9]
-    assert conflict_markers("Section\n=======\ntext\n") == []
-    assert conflict_markers("<<<<<<<\n>>>>>>>\n") == [1, 2]
+    assert conflict_markers(f"Section\n{eq}\ntext\n") == []
+    assert conflict_markers(f"{lt}\n{gt}\n") == [1, 2]
