@@ -5,7 +5,6 @@ The public estimator is :class:`AOEDetector`; see the user guide in ``docs/``.
 
 __version__ = "0.1.0"
 
-from . import generative  # noqa: E402,F401  (adds outliers="gan" to the outlier-source names)
 from .detector import AOEDetector  # noqa: E402
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: E402
                          TrainingInterruptedWarning)

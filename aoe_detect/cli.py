@@ -1,4 +1,4 @@
-"""Command-line interface: ``aoe-detect demo | benchmark | fit | score``.
+"""Command-line interface: ``aoe-detect demo | fit | score`` (``benchmark``: a deprecated stub).
 
 For users who do not write Python. Every subcommand has ``--help``. Expected errors (bad
 arguments, missing or malformed files, invalid parameters) print ONE line
@@ -27,9 +27,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import dataclasses
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -148,17 +145,6 @@ def _device(text):
     return text
 
 
-def _int_list(text):
-    try:
-        vals = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
-    if not vals:
-        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
-    return tuple(vals)
-
-
 _WORDS = {"true": True, "false": False, "none": None, "null": None}
 
 
@@ -193,7 +179,8 @@ def _assignment(text):
 
 
 def build_parser():
-    """The argparse parser of ``aoe-detect`` (subcommands demo, benchmark, fit, score)."""
+    """The argparse parser of ``aoe-detect`` (subcommands demo, fit, score; benchmark is a
+    deprecated stub)."""
     p = _Parser(prog=PROG, description=(
         "Out-of-distribution detection with Adversarial Outlier Exposure (AOE). Scores are "
         "-energy (higher = more in-distribution)."))
@@ -226,43 +213,16 @@ def _add_demo(sub):
 
 
 def _add_benchmark(sub):
-    b = sub.add_parser("benchmark", help="run the paper-reproduction suite",
+    b = sub.add_parser("benchmark", help="deprecated: the paper suite runs with `python -m "
+                       "benchmarks.paper` from a source checkout",
                        description=(
-                           "Run the AOE paper suite (OOD detection, adversarial OOD detection, ID "
-                           "accuracy, convergence, sample efficiency, open questions, outlier "
-                           "ablation, pytorch-ood cross-check, post-hoc peers) and write JSON, a "
-                           "Markdown report and PNG plots. The suite is not part of the installed "
-                           "package: it lives in the source repository (benchmarks/paper), so run "
-                           "this from a checkout's root (same as `python -m benchmarks.paper`). "
-                           "'quick' uses the embedded sample only (about 10 minutes on 2 CPU "
-                           "cores); 'full' needs Fashion-MNIST and MNIST (found by "
-                           "aoe_detect.datasets; see --data-root) and takes about an hour. See "
-                           "docs/benchmarks.md."))
-    b.add_argument("--profile", choices=("quick", "full"), default=None,
-                   help="run size (required unless --report-only)")
-    b.add_argument("--report-only", default=None, metavar="JSON",
-                   help="do not train: recompute the verdicts and rewrite the report and plots "
-                        "of a previous run from its paper_<profile>.json")
-    b.add_argument("--data-root", default=None,
-                   help="folder searched first for Fashion-MNIST/MNIST (full profile); MNIST "
-                        "in DIR/mnist, Fashion-MNIST in DIR/fashion-mnist")
-    b.add_argument("--data", default=None, metavar="NPZ",
-                   help="run the study on your own images: an .npz with X_train, y_train, "
-                        "X_test, y_test, ood_<name>... and optionally real_outliers (see "
-                        "docs/benchmarks.md); the profile then sets training sizes only")
-    b.add_argument("--out", default=None,
-                   help="output folder (default: benchmarks/results if it exists, else "
-                        "aoe-benchmark-results)")
-    b.add_argument("--seeds", type=_int_list, default=None, help="override the seeds, e.g. 0,1,2")
-    b.add_argument("--items", type=_int_list, default=None,
-                   help="run only these items (1-8), e.g. 1,2,3")
-    b.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[],
-                   metavar="FIELD=VALUE",
-                   help="override a profile field (repeatable), e.g. --set epochs=2")
-    b.add_argument("--cache-dir", default=os.path.join("~", ".cache", "aoe_detect", "gan"),
-                   help="where trained DCGANs are cached (default: %(default)s); 'none' disables")
-    b.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
-    _common_runtime(b)
+                           "Deprecated and no longer runs anything: the paper-reproduction suite "
+                           "is not part of the library. From the root of a source checkout run "
+                           "`python -m benchmarks.paper ARGS` with the same arguments (see "
+                           "docs/benchmarks.md). This stub exits with status 2 and will be "
+                           "removed in the next minor release."))
+    b.add_argument("suite_args", nargs="*", metavar="ARGS",
+                   help="the suite's arguments, e.g. --profile quick --threads 1")
 
 
 def _add_fit(sub):
@@ -530,18 +490,6 @@ def _check_out_file(path, what, exts=None, force=None):
         raise CLIError(f"{what} file is not writable: {path}")
 
 
-def _check_out_dir(path, what):
-    """Fail now if the folder ``path`` can neither be used nor created."""
-    full = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(full) and not os.path.isdir(full):
-        raise CLIError(f"{what} {path} exists and is not a folder")
-    probe = full
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
-        raise CLIError(f"{what} {path} cannot be created: {probe} is not a writable folder")
-
-
 # ------------------------------------------------------------------------ commands
 def _cmd_demo(args):
     if not args.no_plot:
@@ -565,136 +513,12 @@ def _cmd_demo(args):
     return 0
 
 
-def _check_profile_overrides(B, profile_name, overrides):
-    """``--set`` values of ``benchmark`` must have the type of the profile field: counts are
-    integers >= 0 (sizes and epochs, positive), rates and radii finite numbers >= 0, tuples
-    of those, strings for names. Checked before anything is loaded or trained."""
-    base = B.PROFILES.get(profile_name, B.Profile())
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(B.Profile)}
-
-    def ok_number(v, like):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return False
-        if isinstance(like, int) and not isinstance(like, bool):
-            return isinstance(v, int) and v >= 0
-        return math.isfinite(v) and v >= 0
-
-    for key, value in overrides.items():
-        if key not in fields:
-            continue  # unknown names are reported by get_profile
-        default = fields[key]
-        if key == "device":
-            good, what = isinstance(value, str) and bool(_DEVICE.match(value)), \
-                "auto, cpu, cuda, cuda:N or mps"
-        elif key == "items":
-            value = value if isinstance(value, tuple) else (value,)
-            overrides[key] = value
-            good = bool(value) and all(v in B.ITEMS and not isinstance(v, bool) for v in value)
-            what = "a tuple of item numbers 1-8"
-        elif key == "seeds":
-            good = (isinstance(value, tuple) and value
-                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
-                            for v in value))
-            what = "a tuple of integers in [0, 2**32 - 1], e.g. (0, 1)"
-        elif isinstance(default, str):
-            good, what = isinstance(value, str) and bool(value), "a non-empty string"
-        elif isinstance(default, tuple):
-            like = default[0] if default else 0.0
-            if not isinstance(value, tuple):
-                value = (value,)
-                overrides[key] = value
-            good = bool(value) and all(
-                isinstance(v, str) if isinstance(like, str) else ok_number(v, like) for v in value)
-            what = ("a tuple of strings" if isinstance(like, str) else
-                    "a tuple of integers >= 0" if isinstance(like, int) else
-                    "a tuple of finite numbers >= 0")
-        elif default is None or (isinstance(default, int) and not isinstance(default, bool)):
-            if default is None and value is None:
-                continue
-            sized = key.startswith("n_") or key.endswith(("_size", "_chunks", "_steps", "width",
-                                                          "_max_train"))
-            lo = 1 if sized else 0
-            good = isinstance(value, int) and not isinstance(value, bool) and value >= lo
-            what = f"an integer >= {lo}" + (" or none" if default is None else "")
-        elif isinstance(default, float):
-            good, what = ok_number(value, 0.0), "a finite number >= 0"
-        else:
-            continue
-        if not good:
-            raise CLIError(f"--set {key}: expected {what}, got {value!r}")
-
-
-_SUITE = "benchmarks.paper"
-
-
-def _load_suite():
-    """The paper suite, ``benchmarks.paper``: importable in a source checkout (the repository
-    root on ``sys.path``, or the current folder). It is not part of the installed package."""
-    if importlib.util.find_spec("benchmarks") is None and os.path.isfile(
-            os.path.join(os.getcwd(), "benchmarks", "paper", "__init__.py")):
-        sys.path.insert(0, os.getcwd())  # run from the repository root as a console script
-    try:
-        # the optional suite, outside the package: imported only by this command
-        return importlib.import_module(_SUITE)
-    except ImportError as exc:
-        if getattr(exc, "name", None) in ("benchmarks", _SUITE):
-            raise CLIError(
-                "the paper benchmark is not part of the installed package: it lives in the "
-                "source repository's benchmarks/ folder (benchmarks/paper). Run this command "
-                "from the root of a source checkout (or `python -m benchmarks.paper` there)"
-            ) from None
-        raise CLIError(f"the paper benchmark could not be imported ({_one_line(exc)}); it "
-                       "needs the bench extra: pip install 'aoe-detect[bench]'") from None
-
-
-def _cmd_benchmark(args, argv):
-    B = _load_suite()
-    if args.report_only is not None:
-        if not os.path.isfile(args.report_only):
-            raise CLIError(f"--report-only file not found: {args.report_only}")
-        paths = B.rerender(args.report_only, plots=not args.no_plots)
-        print(f"report rewritten: {paths['markdown']}")
-        if paths["plot_error"]:
-            sys.stderr.write(f"{PROG}: note: plots skipped: {paths['plot_error']}\n")
-        return 0
-    if args.profile is None:
-        raise CLIError("the following arguments are required: --profile (quick or full)")
-    overrides = dict(args.overrides)
-    if args.seeds is not None:
-        bad = [v for v in args.seeds if not 0 <= v < 2**32]
-        if bad:
-            raise CLIError(f"--seeds must be integers in [0, 2**32 - 1], got {bad}")
-        overrides["seeds"] = args.seeds
-    if args.items is not None:
-        bad = [i for i in args.items if i not in B.ITEMS]
-        if bad:
-            raise CLIError(f"--items must be numbers 1-8, got {bad}")
-        overrides["items"] = args.items
-    if args.device != "auto":
-        overrides["device"] = args.device
-    _check_profile_overrides(B, args.profile, overrides)
-    profile = B.get_profile(args.profile, **overrides)
-    out = args.out or ("benchmarks/results" if os.path.isdir("benchmarks/results")
-                       else "aoe-benchmark-results")
-    _check_out_dir(out, "--out")
-    cache = None if args.cache_dir in (None, "none", "") else os.path.expanduser(args.cache_dir)
-    command = shlex.join([PROG, *argv])
-    log = None if args.quiet else _log
-    data = None
-    if args.data is not None:
-        if os.path.splitext(args.data)[1].lower() != ".npz":
-            raise CLIError(f"--data must be an .npz file, got {args.data!r}")
-        data = B.load_user_data(args.data)
-    results = B.run_benchmark(profile, data_root=args.data_root, data=data, log=log, verbose=0,
-                              cache_dir=cache, command=command)
-    paths = B.write_results(results, out, plots=not args.no_plots)
-    for c in results["conclusions"]:
-        print(f"{c['claim']}: {c['verdict']}")
-    print(f"wall time {results['meta']['wall_seconds'] / 60:.1f} min; report: {paths['markdown']}; "
-          f"data: {paths['json']}")
-    if paths["plot_error"]:
-        sys.stderr.write(f"{PROG}: note: plots skipped: {paths['plot_error']}\n")
-    return 0
+def _cmd_benchmark(suite_args):
+    """The deprecated ``benchmark`` subcommand: says where the suite's command line went."""
+    raise CLIError("`aoe-detect benchmark` is deprecated and no longer runs the paper suite, "
+                   "which is not part of the library: from the root of a source checkout run "
+                   f"`{shlex.join(['python', '-m', 'benchmarks.paper', *suite_args])}` "
+                   "(same arguments)")
 
 
 def _score_text(det):
@@ -815,6 +639,9 @@ def main(argv=None):
     """Entry point of ``aoe-detect``; returns the exit status (0 ok, 2 error, 130 interrupt)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    suite_args = argv[1:] if argv[:1] == ["benchmark"] else []
+    if suite_args and not {"-h", "--help"} & set(suite_args):
+        argv = argv[:1]  # the deprecated stub takes any arguments unparsed
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -827,7 +654,7 @@ def main(argv=None):
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "benchmark":
-            return _cmd_benchmark(args, argv)
+            return _cmd_benchmark(suite_args)
         if args.command == "fit":
             return _cmd_fit(args)
         return _cmd_score(args)

@@ -29,6 +29,7 @@ from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius, 
 from .backbones import BACKBONES
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
                          TrainingInterruptedWarning)
+from .export import ExportMixin
 from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
 from .scores import FEATURE_SCORES, SCORES
@@ -41,7 +42,7 @@ __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 
 
-class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierMixin, BaseEstimator):
+class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMixin, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector trained with Adversarial Outlier Exposure (AOE).
 
     A classifier (the *backbone*) is fine-tuned with outlier exposure on its energy
@@ -287,7 +288,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
 
     _parameter_constraints = {
         "backbone": [RegistryOptions(BACKBONES, extra=("auto",)), HasMethods(["forward"]), callable],
-        "outliers": [StrOptions({"default", "gan", *OUTLIER_SOURCES}), "array-like",
+        "outliers": [StrOptions({"default", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
         "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],

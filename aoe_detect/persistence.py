@@ -6,6 +6,17 @@ objects: a crafted file cannot run code on load. The backbone is rebuilt from it
 name (built-in backbones) or must be supplied as an instance of the same architecture
 (user modules and factories).
 
+Format versions: every file carries ``format_version`` ``"MAJOR.MINOR"`` (files without it,
+written by the releases before the field existed, up to 0.2.x, are ``"1.0"``); ``format``
+is ``"aoe-detect/MAJOR"``.
+
+- A MINOR bump only *adds* fields: readers of the same MAJOR load the file and ignore what
+  they do not know (with a warning when the file is newer than they are).
+- A MAJOR bump changes or removes fields: a reader refuses a file of a newer MAJOR with a
+  message naming both format versions and the aoe-detect version that wrote the file.
+- Every release loads the files of every earlier release (converting old MAJORs in the
+  loader); ``tests/data`` holds a file written by each release and the scores it gave.
+
 ``pickle``/``joblib`` also work (the estimator moves its module to the CPU when pickled and
 back to an available device when unpickled), but unpickling runs code by design: only load
 pickles you trust.
@@ -31,9 +42,13 @@ from .backbones import BACKBONES, build_backbone
 from .scores import (EnergyScore, KNNScore, LogitsAndFeatures, MahalanobisScore, SumScore,
                      build_scorer)
 
-__all__ = ["save", "load", "check_save_path", "FORMAT"]
+__all__ = ["save", "load", "check_save_path", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "aoe-detect/1"
+#: ``"MAJOR.MINOR"`` of the files :func:`save` writes (see the module docstring for the
+#: policy). 1.0: aoe-detect up to 0.2.x (no ``format_version`` field); 1.1: the field is
+#: written.
+FORMAT_VERSION = "1.1"
 
 #: The class :func:`load` builds by default. :mod:`aoe_detect.detector` imports this module
 #: (save/load/checkpoints) and sets this to :class:`~aoe_detect.AOEDetector` when it is
@@ -110,6 +125,7 @@ def save(detector, path, _partial=False):
     n_logits = _n_logits(detector.module_, state)
     payload = {
         "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "version": __version__,
         "torch_version": str(torch.__version__),
         "params": json.dumps(params),
@@ -401,8 +417,7 @@ def _read_payload(path):
                              f"{detail}") from None
         raise ValueError(f"{path!r} is not a readable aoe-detect file (truncated, corrupted, or "
                          f"not written by AOEDetector.save): {type(exc).__name__}: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} expected).")
+    _check_format_version(payload, path)
     if "sha256" not in payload:  # mandatory: without it any edit would load silently
         raise ValueError(f"{path!r} has no checksum (`sha256` field missing): it was edited or not "
                          "written by AOEDetector.save, so it is refused. Save the detector again.")
@@ -416,6 +431,42 @@ def _read_payload(path):
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
                       f"running {__version__}.", UserWarning)
     return payload
+
+
+def _format_version(payload):
+    """``(major, minor)`` of a payload, or None when it is not an aoe-detect payload."""
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith("aoe-detect/"):
+        return None
+    version = payload.get("format_version", f"{fmt.split('/', 1)[1]}.0")
+    try:
+        major, minor = (int(p) for p in str(version).split("."))
+    except ValueError:
+        return None
+    return (major, minor) if fmt == f"aoe-detect/{major}" else None
+
+
+def _check_format_version(payload, path):
+    """Refuse foreign files and files of a newer MAJOR format; warn on a newer MINOR."""
+    from . import __version__  # read on use (tests and users may patch it)
+
+    found = _format_version(payload)
+    if found is None:
+        raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} with a "
+                         "MAJOR.MINOR `format_version` expected).")
+    ours = tuple(int(p) for p in FORMAT_VERSION.split("."))
+    written = f"{found[0]}.{found[1]}"
+    if found[0] != ours[0]:
+        newer = found[0] > ours[0]
+        raise ValueError(
+            f"{path!r} has save format {written}, written by aoe-detect "
+            f"{payload.get('version')}; this aoe-detect {__version__} reads format {FORMAT_VERSION} "
+            + ("and older: upgrade aoe-detect to load it." if newer else
+               "and has no conversion from it."))
+    if found[1] > ours[1]:
+        warnings.warn(f"{path!r} has save format {written}, newer than the format "
+                      f"{FORMAT_VERSION} of this aoe-detect {__version__} (written by aoe-detect "
+                      f"{payload.get('version')}); fields added since are ignored.", UserWarning)
 
 
 def _parse_payload(payload, path):

@@ -236,10 +236,12 @@ class KNNScore(nn.Module):
 
     def forward(self, logits, features):
         z = self._normalise(_real(features))
-        if torch.is_grad_enabled() and z.requires_grad:
-            # differentiable brute force, for white-box attacks on this score
-            dist = torch.cdist(z, self.bank.to(z.dtype))
-            return -dist.topk(self.resolved_k(), dim=1, largest=False).values[:, -1]
+        if (torch.is_grad_enabled() and z.requires_grad) or torch.jit.is_tracing():
+            # differentiable brute force, for white-box attacks on this score; a trace (the
+            # ONNX export) cannot call scikit-learn, and takes float64 distances as it does
+            zd = z.double() if torch.jit.is_tracing() else z
+            dist = torch.cdist(zd, self.bank.to(zd.dtype))
+            return -dist.topk(self.resolved_k(), dim=1, largest=False).values[:, -1].to(z.dtype)
         ok = torch.isfinite(z).all(1) & torch.isfinite(features.norm(dim=1))
         if not bool(ok.all()):  # overflowed features: NaN here, recomputed in float64 by the
             out = torch.full((len(z),), float("nan"), dtype=z.dtype, device=z.device)  # caller

@@ -25,9 +25,7 @@ import json
 import os
 import pathlib
 import pickle
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,21 +34,24 @@ from collections import OrderedDict
 
 import numpy as np
 import scipy.sparse
-import sklearn
 import torch
 from sklearn.exceptions import NotFittedError
 from torch import nn
 
-import aoe_detect
-import aoe_detect.persistence as persistence
-from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning
-from aoe_detect.attacks import PGD
-from aoe_detect.detector import CalibrationWarning
-from aoe_detect.exceptions import StaleScoreError
-from aoe_detect.outliers import UniformNoise
-from aoe_detect.testing import (TINY, changed, check_bad_param, constraint_cases,
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import aoe_detect  # noqa: E402
+import aoe_detect.persistence as persistence  # noqa: E402
+from aoe_detect import AOEDetector, NonFiniteLossWarning, TrainingInterruptedWarning  # noqa: E402
+from aoe_detect.attacks import PGD  # noqa: E402
+from aoe_detect.detector import CalibrationWarning  # noqa: E402
+from aoe_detect.exceptions import StaleScoreError  # noqa: E402
+from aoe_detect.outliers import UniformNoise  # noqa: E402
+from aoe_detect.testing import (TINY, changed, check_bad_param, constraint_cases,  # noqa: E402
                                 describe_change, expected_results, set_json, snapshot, tamper,
                                 tiny_blobs, NoParams, FlatInTrain)
+from benchmarks._lab import run_record, write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 X, Y, PROBE = tiny_blobs()
@@ -733,25 +734,6 @@ def run():
     return rows
 
 
-def _versions():
-    commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except Exception:
-        pass
-    return OrderedDict(python=platform.python_version(), torch=torch.__version__,
-                       numpy=np.__version__, scikit_learn=sklearn.__version__,
-                       aoe_detect=aoe_detect.__version__, git_commit=commit)
-
-
-def _machine():
-    return OrderedDict(platform=platform.platform(), processor=platform.processor() or
-                       platform.machine(), cpu_count=os.cpu_count(),
-                       torch_threads=torch.get_num_threads(),
-                       cuda=torch.cuda.is_available())
-
-
 def summarize(rows):
     table = OrderedDict()
     for cat, name, handled, lost, detail in rows:
@@ -799,9 +781,7 @@ def main(argv=None):
     rows = run()
     seconds = time.perf_counter() - t0
     table, total = summarize(rows)
-    meta = OrderedDict(command="python " + " ".join([os.path.relpath(__file__)] + list(argv or sys.argv[1:])),
-                       date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), seconds=seconds,
-                       machine=_machine(), versions=_versions())
+    meta = run_record(__file__, list(argv or sys.argv[1:]), seconds=seconds)
     width = max(len(c) for c in table) + 2
     print(f"{'category':<{width}}{'tried':>7}{'handled':>9}{'data lost':>11}")
     for cat, t in table.items():
@@ -810,13 +790,10 @@ def main(argv=None):
     for c, n, h, lo, d in rows:
         if not h or lo:
             print(f"  NOT OK: {c} / {n}: handled={h} lost={lo}: {d}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "fault_injection.md"), "w") as f:
-        f.write(markdown(table, total, rows, meta))
-    with open(os.path.join(args.out, "fault_injection.json"), "w") as f:
-        json.dump({"meta": meta, "summary": table, "total": total,
+    write_results(os.path.join(args.out, "fault_injection"),
+                  {"meta": meta, "summary": table, "total": total,
                    "cases": [dict(zip(("category", "case", "handled", "data_lost", "detail"), r))
-                             for r in rows]}, f, indent=1, default=str)
+                             for r in rows]}, markdown(table, total, rows, meta), default=str)
     print(f"({seconds:.1f} s; wrote {os.path.relpath(args.out)}/fault_injection.md and .json)")
     return 0 if total["lost"] == 0 and total["handled"] == total["tried"] else 1
 

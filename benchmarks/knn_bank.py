@@ -15,7 +15,6 @@ Writes ``benchmarks/results/knn_bank.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,8 @@ from aoe_detect import AOEDetector  # noqa: E402
 from aoe_detect import datasets as ds  # noqa: E402
 from aoe_detect.metrics import ood_report  # noqa: E402
 from aoe_detect.scores import KNNScore, LogitsAndFeatures  # noqa: E402
-from benchmarks.fashion_sets import to_unit as _img  # noqa: E402
+from benchmarks._lab import to_unit as _img  # noqa: E402
+from benchmarks._lab import write_results  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BANKS = (1000, 2000, 4000, 6000, 10000, None)
@@ -79,11 +79,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     per_seed = [run(s, a.data_root) for s in range(a.seeds)]
-    res = {"command": "python benchmarks/knn_bank.py " + " ".join(argv or []),
+    res = {"command": "python benchmarks/knn_bank.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
            "per_seed": per_seed}
-    with open(os.path.join(RESULTS, "knn_bank.json"), "w") as f:
-        json.dump(res, f, indent=1)
     lines = ["# k-NN bank size (design split: Fashion-MNIST 0-5 vs held-out classes 6-9)", "",
              f"- command: `{res['command']}`", f"- machine: {res['machine']}; torch threads 1",
              "- backbone: plain CE small CNN, 3 epochs, 12 000 training images; mean over "
@@ -94,8 +92,7 @@ def main(argv=None):
         m = lambda key: float(np.mean([r[key] for r in rs]))  # noqa: E731
         lines.append(f"| {rs[0]['bank']} | {rs[0]['k']} | {m('auroc'):.4f} | {m('fpr95'):.4f} | "
                      f"{m('query_s_per_1000') / m('forward_s_per_1000'):.3f} |")
-    with open(os.path.join(RESULTS, "knn_bank.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_results(os.path.join(RESULTS, "knn_bank"), res, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -18,7 +18,6 @@ the same seeds, epochs and backbone for every source.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,10 +27,14 @@ import numpy as np
 import torch
 from sklearn.datasets import load_breast_cancer, load_wine
 
-from aoe_detect import AOEDetector
-from aoe_detect.metrics import auroc
-from aoe_detect.outliers import (GaussianNoise, LowDensityGMM, PermutedID, SmoothNoise,
-                                 UniformNoise, default_outliers)
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect.metrics import auroc  # noqa: E402
+from aoe_detect.outliers import (GaussianNoise, LowDensityGMM, PermutedID,  # noqa: E402
+                                 SmoothNoise, UniformNoise, default_outliers)
+from benchmarks._lab import write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -131,13 +134,10 @@ def main(argv=None):
     meta = {"command": cmd.strip(), "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__, "wall_seconds": round(wall, 1), "seeds": seeds,
             "metric": "AUROC, in-distribution positive; mean ± std over seeds"}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "outlier_defaults.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     header = ("# Outlier sources alone vs the default mixture (held-out OOD sets)\n\n"
               + "\n".join(f"- {k}: {v}" for k, v in meta.items()))
-    with open(os.path.join(HERE, "results", "outlier_defaults.md"), "w") as f:
-        f.write(to_markdown(rows, header) + "\n")
+    write_results(os.path.join(HERE, "results", "outlier_defaults"), {"meta": meta, "rows": rows},
+                  to_markdown(rows, header) + "\n")
     print(to_markdown(rows, header))
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import platform
 import sys
@@ -37,9 +36,13 @@ import time
 import numpy as np
 import torch
 
-from aoe_detect import AOEDetector
-from aoe_detect import datasets as ds
-from aoe_detect.detector import AUTO_PRETRAIN_EPOCHS
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect import datasets as ds  # noqa: E402
+from aoe_detect.detector import AUTO_PRETRAIN_EPOCHS  # noqa: E402
+from benchmarks._lab import write_results  # noqa: E402
 
 DESIGN_VAL = 10_000
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -103,9 +106,6 @@ def main(argv=None):
     res = {"command": "python benchmarks/recipe_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
            "torch": torch.__version__, "split": "design" if a.design else "test", "runs": rows}
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, f"recipe_accuracy{a.tag}.json"), "w") as f:
-        json.dump(res, f, indent=1)
     split = (f"design-split accuracy ({DESIGN_VAL} held-out training images)" if a.design
              else "test accuracy")
     lines = [f"# Default image recipe: {split} on Fashion-MNIST", "",
@@ -119,8 +119,7 @@ def main(argv=None):
               "| stage | epoch | val accuracy |", "|---|---|---|"]
     lines += [f"| {h['stage']} | {h['epoch']} | {h['val_accuracy']} |"
               for h in rows[0]["history"] + rows[0].get("finetune_history", [])]
-    with open(os.path.join(a.out, f"recipe_accuracy{a.tag}.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_results(os.path.join(a.out, f"recipe_accuracy{a.tag}"), res, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

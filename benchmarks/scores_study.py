@@ -33,7 +33,6 @@ import time
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 from sklearn.preprocessing import StandardScaler
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -44,9 +43,9 @@ from aoe_detect import datasets as ds  # noqa: E402
 from aoe_detect.attacks import PGD  # noqa: E402
 from aoe_detect.metrics import ood_report  # noqa: E402
 from aoe_detect.scores import SCORES, ScoreHead  # noqa: E402
-from benchmarks.fashion_sets import evaluation_sets  # noqa: E402
-from benchmarks.fashion_sets import stratified as _stratified  # noqa: E402
-from benchmarks.fashion_sets import to_unit as _img  # noqa: E402
+from benchmarks._lab import digits_design_split, evaluation_sets, write_results  # noqa: E402
+from benchmarks._lab import stratified as _stratified  # noqa: E402
+from benchmarks._lab import to_unit as _img  # noqa: E402
 from benchmarks.paper.peers import PEERS  # noqa: E402,F401  (shared with the paper suite)
 from benchmarks.paper.peers import features as _features  # noqa: E402
 from benchmarks.paper.peers import metrics as _metrics  # noqa: E402
@@ -118,15 +117,12 @@ def design_tasks(data_root, n_fashion):
                "data": (_img(Xf[idx]), yf[idx], _img(Xf[val]),
                         {"id": _img(Xt[te_id]), "heldout_classes": _img(Xt[te_ood])},
                         ["heldout_classes"], 3, 2)}
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.RandomState(13)
-    idd = rng.permutation(np.flatnonzero(y < 5))
-    tr, va, te = idd[:600], idd[600:700], idd[700:]
-    sc = StandardScaler().fit(X[tr])
+    s = digits_design_split(13, 600, n_val=100)
+    sc = StandardScaler().fit(s.X_train)
     f = lambda a: torch.from_numpy(sc.transform(a).astype(np.float32))  # noqa: E731
-    digits = {"name": "digits_0-4_vs_5-9", "tabular": True, "y_id": y[te],
-              "data": (f(X[tr]), y[tr], f(X[va]), {"id": f(X[te]), "digits_5-9": f(X[y >= 5])},
-                       ["digits_5-9"], 10, 5)}
+    digits = {"name": "digits_0-4_vs_5-9", "tabular": True, "y_id": s.y_test,
+              "data": (f(s.X_train), s.y_train, f(s.X_val),
+                       {"id": f(s.X_test), "digits_5-9": f(s.X_ood)}, ["digits_5-9"], 10, 5)}
     return [fashion, digits]
 
 
@@ -317,11 +313,7 @@ def main(argv=None):
                 for seed in seeds]
         res["evaluation"] = {"rows": rows, "sets": t["data"][4]}
     res["minutes"] = (time.time() - t0) / 60
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out + ".json", "w") as fh:
-        json.dump(res, fh, indent=1, default=float)
-    with open(a.out + ".md", "w") as fh:
-        fh.write(report(res))
+    write_results(a.out, res, report(res), default=float)
     try:
         plot(res, a.out)
     except ImportError:  # matplotlib is optional

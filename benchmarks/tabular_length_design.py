@@ -12,18 +12,21 @@ Run: ``OMP_NUM_THREADS=1 python benchmarks/tabular_length_design.py``; writes
 
 from __future__ import annotations
 
-import json
 import os
 import platform
+import sys
 import time
 import warnings
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
-from aoe_detect import AOEDetector
-from aoe_detect.metrics import auroc
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect.metrics import auroc  # noqa: E402
+from benchmarks._lab import digits_design_split, write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
@@ -37,34 +40,26 @@ CONFIGS = {
 
 def main():
     torch.set_num_threads(1)
-    X, y = load_digits(return_X_y=True)
-    m = y < 5
     rows, t0 = [], time.time()
     for name, (lab, kw) in CONFIGS.items():
         vals = []
         for seed in range(3):
-            rng = np.random.RandomState(seed)
-            Xi, yi = X[m], y[m]
-            p = rng.permutation(len(Xi))
-            tr, te = p[: int(0.7 * len(p))], p[int(0.7 * len(p)):]
+            s = digits_design_split(seed, 0.7, labelled=lab)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 det = AOEDetector(random_state=seed, device="cpu", **kw).fit(
-                    Xi[tr], yi[tr] if lab else None)
-            vals.append(auroc(det.score_samples(Xi[te]), det.score_samples(X[~m])))
+                    s.X_train, s.y_train)
+            vals.append(auroc(det.score_samples(s.X_test), det.score_samples(s.X_ood)))
         rows.append({"config": name, "auroc": vals})
         print(f"{name:45s} {np.mean(vals):.3f} ± {np.std(vals):.3f}", flush=True)
     meta = {"command": "OMP_NUM_THREADS=1 python benchmarks/tabular_length_design.py",
             "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, 1 torch thread",
             "torch": torch.__version__, "wall_seconds": round(time.time() - t0, 1)}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "tabular_length_design.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
     md = ["# Training length on the design split (digits 0-4 ID vs 5-9), AUROC over 3 seeds", ""]
     md += [f"- {k}: {v}" for k, v in meta.items()] + ["", "| configuration | AUROC |", "|---|---|"]
     md += [f"| {r['config']} | {np.mean(r['auroc']):.3f} ± {np.std(r['auroc']):.3f} |" for r in rows]
-    with open(os.path.join(HERE, "results", "tabular_length_design.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+    write_results(os.path.join(HERE, "results", "tabular_length_design"),
+                  {"meta": meta, "rows": rows}, "\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -25,7 +25,6 @@ writes ``benchmarks/results/tabular_outliers.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,10 +40,15 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, LocalOutlierFactor, NearestNeighbors
 from sklearn.preprocessing import StandardScaler
 
-from aoe_detect import AOEDetector
-from aoe_detect.metrics import auroc
-from aoe_detect.outliers import (CorruptedID, GaussianNoise, LowDensityGMM, Mixture, PermutedID,
-                                 RejectedLowDensity, ShellNoise, UniformNoise, default_outliers)
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect.metrics import auroc  # noqa: E402
+from aoe_detect.outliers import (CorruptedID, GaussianNoise, LowDensityGMM, Mixture,  # noqa: E402
+                                 PermutedID, RejectedLowDensity, ShellNoise, UniformNoise,
+                                 default_outliers)
+from benchmarks._lab import id_split, write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -94,12 +98,8 @@ LOSO_FAMILIES = {"uniform": lambda: UniformNoise(widen=0.5), "shell": lambda: Sh
 
 
 def split(X, y, id_mask, seed, labelled):
-    rng = np.random.RandomState(seed)
-    Xi, yi = X[id_mask], y[id_mask]
-    p = rng.permutation(len(Xi))
-    ntr = int(0.7 * len(Xi))
-    tr, te = p[:ntr], p[ntr:]
-    return Xi[tr], (yi[tr] if labelled else None), Xi[te], X[~id_mask]
+    s = id_split(X, y, id_mask, seed, 0.7, labelled=labelled)
+    return s.X_train, s.y_train, s.X_test, s.X_ood
 
 
 def datasets():
@@ -286,13 +286,10 @@ def main(argv=None):
             "split": "ID rows shuffled per seed, 70% train / 30% test; AUROC with ID positive",
             "design_winner": winner,
             "shipped default": repr(default_outliers((2,)).sources)}
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "tabular_outliers.json"), "w") as f:
-        json.dump({"meta": meta, "two_sample": tst, "design": design, "loso": loso,
-                   "confirmation": confirm}, f, indent=1)
     md = to_markdown(meta, tst, design, loso, confirm)
-    with open(os.path.join(HERE, "results", "tabular_outliers.md"), "w") as f:
-        f.write(md)
+    write_results(os.path.join(HERE, "results", "tabular_outliers"),
+                  {"meta": meta, "two_sample": tst, "design": design, "loso": loso,
+                   "confirmation": confirm}, md)
     print(md)
 
 

@@ -21,22 +21,26 @@ Run: ``python benchmarks/tabular_small_design.py``; writes
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
+import sys
 import time
 import warnings
 
 import numpy as np
 import torch
-from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.ensemble import IsolationForest
 from sklearn.neighbors import LocalOutlierFactor
 from sklearn.preprocessing import StandardScaler
 
-from aoe_detect import AOEDetector
-from aoe_detect.metrics import auroc
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect.metrics import auroc  # noqa: E402
+from benchmarks._lab import digits_design_split, id_split, write_results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCORES = ("energy+mahalanobis", "mahalanobis", "knn", "energy")
@@ -55,12 +59,9 @@ def _length(kind, n_train, labelled):
 
 
 def design_split(task, seed):
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.RandomState(100 + seed)
-    idd = rng.permutation(np.flatnonzero(y < 5))
-    n = {"small": 120, "label-free": 250, "mid": int(0.7 * len(idd))}[task]
-    tr, te = idd[:n], idd[n:]
-    return X[tr], (None if task == "label-free" else y[tr]), X[te], X[y >= 5]
+    n = {"small": 120, "label-free": 250, "mid": 0.7}[task]
+    s = digits_design_split(100 + seed, n, labelled=task != "label-free")
+    return s.X_train, s.y_train, s.X_test, s.X_ood
 
 
 def confirm_split(name, seed):
@@ -70,11 +71,8 @@ def confirm_split(name, seed):
     else:
         X, y = load_breast_cancer(return_X_y=True)
         m, lab = y == 1, False
-    rng = np.random.RandomState(seed)
-    Xi, yi = X[m], y[m]
-    p = rng.permutation(len(Xi))
-    ntr = int(0.7 * len(Xi))
-    return Xi[p[:ntr]], (yi[p[:ntr]] if lab else None), Xi[p[ntr:]], X[~m]
+    s = id_split(X, y, m, seed, 0.7, labelled=lab)
+    return s.X_train, s.y_train, s.X_test, s.X_ood
 
 
 def fit_auroc(split, score, length, seed):
@@ -126,8 +124,6 @@ def main():
            "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, 1 torch thread",
            "torch": torch.__version__, "wall_seconds": round(time.time() - t0, 1),
            "design": design, "design_mean": mean, "chosen": chosen, "confirm": confirm}
-    with open(os.path.join(HERE, "results", "tabular_small_design.json"), "w") as f:
-        json.dump(res, f, indent=1)
     ms = lambda v: f"{np.mean(v):.3f} ± {np.std(v):.3f}"  # noqa: E731
     L = ["# Tabular score and length on small / label-free design tasks (digits only)", "",
          f"- command: `{res['command']}`", f"- machine: {res['machine']}; torch {res['torch']}",
@@ -141,8 +137,7 @@ def main():
           "| method | wine 0-1 vs 2 | breast cancer (label-free) |", "|---|---|---|"]
     for k in confirm["wine"]:
         L.append(f"| {k} | {ms(confirm['wine'][k])} | {ms(confirm['breast cancer'][k])} |")
-    with open(os.path.join(HERE, "results", "tabular_small_design.md"), "w") as f:
-        f.write("\n".join(L) + "\n")
+    write_results(os.path.join(HERE, "results", "tabular_small_design"), res, "\n".join(L) + "\n")
     print("\n".join(L))
 
 

@@ -130,7 +130,7 @@ def test_moved_helpers_keep_their_old_homes():
 
 
 def test_gan_name_resolves_without_an_upward_import():
-    from aoe_detect.generative import GANOutliers
+    from aoe_detect.outliers import GANOutliers
     from aoe_detect.outliers import resolve_outliers
 
     assert isinstance(resolve_outliers("gan", (1, 8, 8)), GANOutliers)
@@ -158,7 +158,7 @@ _FORBIDDEN = {
     "exceptions": None,
     "_validation": {"_loading", "_fit_inputs", "_training", "outliers", "attacks", *_ESTIMATOR},
     "_loading": {"_training", "outliers", "generative", "_fit_inputs", *_ESTIMATOR},
-    "outliers": {"generative", "_training", "_fit_inputs", *_ESTIMATOR},
+    "outliers": {"_training", "_fit_inputs", "generative", *_ESTIMATOR},
     "attacks": {"_training", "_fit_inputs", "outliers", *_ESTIMATOR},
     "losses": {"_training", "_fit_inputs", "attacks", "outliers", *_ESTIMATOR},
     "_fit_inputs": {"_training", *_ESTIMATOR},
@@ -169,11 +169,13 @@ _FORBIDDEN = {
 }
 
 
-def _sibling_imports(path):
+def _sibling_imports(path, level=1):
+    """Top-level modules of ``aoe_detect`` that ``path`` imports (``level`` 2 inside a
+    subpackage: ``from .._compat import ...``)."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == level:
             if node.module:
                 found.add(node.module.split(".")[0])
             else:
@@ -181,10 +183,17 @@ def _sibling_imports(path):
     return found
 
 
+def _layer_imports(module):
+    """Sibling imports of a module, or of every file of a subpackage (``outliers/``)."""
+    root = pathlib.Path(aoe_detect.__file__).parent
+    if (root / module).is_dir():
+        return set().union(*(_sibling_imports(f, level=2) for f in (root / module).glob("*.py")))
+    return _sibling_imports(root / f"{module}.py")
+
+
 @pytest.mark.parametrize("module", sorted(_FORBIDDEN))
 def test_lower_layers_do_not_import_upper_ones(module):
-    path = pathlib.Path(aoe_detect.__file__).parent / f"{module}.py"
-    imported = _sibling_imports(path) - {"__version__"}
+    imported = _layer_imports(module) - {"__version__"}
     forbidden = _FORBIDDEN[module]
     bad = imported if forbidden is None else imported & forbidden
     assert not bad, f"{module}.py imports {sorted(bad)}"
@@ -205,17 +214,22 @@ def test_pixels_to_unit_matches_the_former_copies_bitwise():
 
 # ------------------------------------------------------------------- import graph (issue 8)
 _PKG = pathlib.Path(aoe_detect.__file__).parent
-_MODULES = sorted(p.stem for p in _PKG.glob("*.py") if p.stem != "__init__")
+_MODULES = sorted([p.stem for p in _PKG.glob("*.py") if p.stem != "__init__"]
+                  + [d.name for d in _PKG.iterdir() if (d / "__init__.py").is_file()])
 
 
 def _module_imports(name):
     """``(siblings imported at module level, siblings imported inside functions, every
-    absolute module name imported)`` of ``aoe_detect/<name>.py``."""
-    tree = ast.parse((_PKG / f"{name}.py").read_text())
+    absolute module name imported)`` of ``aoe_detect/<name>.py``, or of all files of the
+    subpackage ``aoe_detect/<name>/`` (whose sibling imports are ``from .. import``)."""
     top, hidden, absolute = set(), set(), set()
+    if (_PKG / name).is_dir():
+        files, level = sorted((_PKG / name).glob("*.py")), 2
+    else:
+        files, level = [_PKG / f"{name}.py"], 1
 
     def targets(node):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level == level:
             if node.module:
                 return {node.module.split(".")[0]}
             return {a.name for a in node.names if a.name in _MODULES}
@@ -238,7 +252,8 @@ def _module_imports(name):
             (hidden if f else top).update(found)
             visit(child, f)
 
-    visit(tree, False)
+    for path in files:
+        visit(ast.parse(path.read_text()), False)
     return top, hidden, absolute
 
 
@@ -266,14 +281,6 @@ def test_no_sibling_module_is_imported_inside_a_function():
     assert not hidden, f"function-level imports of sibling modules: {hidden}"
 
 
-def test_the_library_does_not_import_the_benchmarks():
-    """Only the deprecation shim names benchmarks.paper in an import statement (the CLI loads
-    the optional suite by name, with importlib)."""
-    users = {m for m in _MODULES if any(a.split(".")[0] == "benchmarks"
-                                        for a in _module_imports(m)[2])}
-    assert users == {"benchmark"}
-
-
 def test_importing_aoe_detect_imports_neither_matplotlib_nor_the_suite():
     import subprocess
     import sys
@@ -283,31 +290,6 @@ def test_importing_aoe_detect_imports_neither_matplotlib_nor_the_suite():
             "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_the_benchmark_shim_warns_and_reexports_the_suite(monkeypatch):
-    import importlib
-    import sys
-
-    import benchmarks.paper as suite
-
-    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
-    with pytest.warns(DeprecationWarning, match="moved to benchmarks.paper"):
-        shim = importlib.import_module("aoe_detect.benchmark")
-    assert shim.run_benchmark is suite.run_benchmark
-    assert shim._conclusions is suite._conclusions and shim.PROFILES is suite.PROFILES
-    assert set(shim.__all__) == set(suite.__all__)
-
-
-def test_the_benchmark_shim_outside_a_checkout_raises_a_clear_import_error(monkeypatch):
-    import importlib
-    import sys
-
-    monkeypatch.delitem(sys.modules, "aoe_detect.benchmark", raising=False)
-    for name in ("benchmarks", "benchmarks.paper"):
-        monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match="source repository's benchmarks/ folder"):
-        importlib.import_module("aoe_detect.benchmark")
 
 
 def test_moved_benchmark_plots_name_their_new_home():
@@ -359,3 +341,67 @@ def test_no_function_over_80_lines_and_no_class_over_500():
 def test_size_check_sees_the_estimator():
     sizes = {(name, node.name): n for name, node, n in _sizes()}
     assert ("detector.py", "AOEDetector") in sizes and ("_training.py", "train_epoch") in sizes
+
+
+def test_outlier_names_come_from_one_registry_without_import_side_effects():
+    """``"gan"`` is in ``OUTLIER_SOURCES`` itself (it used to be added by importing
+    ``aoe_detect.generative``); the estimator's constraint takes the names from it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, aoe_detect\n"
+            "from aoe_detect.outliers import OUTLIER_SOURCES, GANOutliers\n"
+            "assert OUTLIER_SOURCES['gan'] is GANOutliers\n"
+            "assert 'aoe_detect.generative' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    options = AOEDetector._parameter_constraints["outliers"][0].options
+    assert options == {"default", *__import__("aoe_detect.outliers").outliers.OUTLIER_SOURCES}
+
+
+def test_generative_is_a_deprecated_alias_of_outliers_gan():
+    import importlib
+    import sys
+
+    from aoe_detect.outliers import gan
+
+    sys.modules.pop("aoe_detect.generative", None)
+    with pytest.warns(DeprecationWarning, match="aoe_detect.outliers.gan"):
+        generative = importlib.import_module("aoe_detect.generative")
+    for name in gan.__all__:
+        assert getattr(generative, name) is getattr(gan, name)
+
+
+def _names_benchmarks(node):
+    """Whether an ast node imports ``benchmarks`` (or a submodule): an import statement, or
+    a call to ``importlib.import_module`` / ``__import__`` / ``find_spec`` / ``run_module``
+    with a string naming it."""
+    def ours(name):
+        return isinstance(name, str) and name.split(".")[0] == "benchmarks"
+
+    if isinstance(node, ast.Import):
+        return any(ours(a.name) for a in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.level == 0 and ours(node.module)
+    if isinstance(node, ast.Call):
+        f = node.func
+        fname = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)
+        if fname in ("import_module", "__import__", "find_spec", "run_module"):
+            return any(isinstance(a, ast.Constant) and ours(a.value) for a in node.args)
+    return False
+
+
+def test_no_module_of_the_library_imports_the_benchmarks():
+    """Issue 21: the library never imports its experiments, neither by an import statement
+    nor by name (the CLI's old ``benchmark`` command loaded ``benchmarks.paper`` with
+    importlib; it is a stub now and the shim ``aoe_detect/benchmark.py`` is gone). Every
+    module of the package, subpackages included, parsed with ast."""
+    root = pathlib.Path(aoe_detect.__file__).parent
+    users = sorted(f"{p.relative_to(root)}:{n.lineno}" for p in root.rglob("*.py")
+                   for n in ast.walk(ast.parse(p.read_text())) if _names_benchmarks(n))
+    assert not users, f"modules of aoe_detect importing benchmarks: {users}"
+    # the check itself sees both spellings
+    for code in ("import benchmarks.paper", "from benchmarks import paper",
+                 "importlib.import_module('benchmarks.paper')", "__import__('benchmarks')"):
+        assert _names_benchmarks(ast.parse(code).body[0].value if "(" in code
+                                 else ast.parse(code).body[0]), code
+    assert not (root / "benchmark.py").exists()

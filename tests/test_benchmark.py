@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import benchmarks.paper as B
-from aoe_detect.cli import main
+from benchmarks.paper.cli import main
 
 TINY = dict(n_train=160, n_test_id=80, n_ood=40, seeds=(0, 1), width=4, pretrain_epochs=1,
             epochs=1, batch_size=64, pool_size=200, gan_epochs=1, gan_width=4, n_adv=8,
@@ -146,13 +146,20 @@ def test_crosscheck_with_pytorch_ood(tiny_results):
     assert len(c["loss"]) == 3 and all(r["abs_diff"] <= 1e-5 for r in c["loss"])
 
 
-def test_the_suite_without_pytorch_ood_is_a_one_line_cli_error(monkeypatch, capsys):
-    """The suite needs pytorch-ood (item 8 and the peers): without it the command says so."""
+def test_the_suite_without_pytorch_ood_says_which_extra_it_needs(monkeypatch, capsys):
+    """The suite needs pytorch-ood (item 8 and the peers): without it importing the suite
+    says so, and ``python -m benchmarks run paper`` reports it in one line."""
+    import importlib
+
+    from benchmarks.__main__ import main as lab
+
     monkeypatch.setitem(sys.modules, "pytorch_ood", None)
     for name in [m for m in sys.modules if m == "benchmarks.paper" or
                  m.startswith("benchmarks.paper.")]:
         monkeypatch.delitem(sys.modules, name)
-    assert main(["benchmark", "--profile", "quick", "--items", "1"]) == 2
+    with pytest.raises(ImportError, match=r"aoe-detect\[bench\]"):
+        importlib.import_module("benchmarks.paper")
+    assert lab(["run", "paper", "--profile", "quick", "--items", "1"]) == 2
     err = capsys.readouterr().err
     assert "aoe-detect[bench]" in err and len(err.strip().splitlines()) == 1
 
@@ -237,7 +244,7 @@ def test_rerender_from_json(tiny_results, tmp_path):
     again = B.rerender(paths["json"])
     assert pathlib.Path(again["markdown"]).read_text() == md_before
     assert set(again["plots"]) == {"hist", "adv", "convergence", "sample"}
-    assert main(["benchmark", "--report-only", paths["json"], "--no-plots"]) == 0
+    assert main(["--report-only", paths["json"], "--no-plots"]) == 0
 
 
 def test_write_results_without_matplotlib(tiny_results, tmp_path, monkeypatch):
@@ -250,7 +257,7 @@ def test_write_results_without_matplotlib(tiny_results, tmp_path, monkeypatch):
 
 def test_cli_benchmark_quick_path(tmp_path, capsys):
     sets = [f"{k}={v!r}".replace(" ", "") for k, v in TINY.items() if k != "seeds"]
-    argv = ["benchmark", "--profile", "quick", "--out", str(tmp_path), "--seeds", "0",
+    argv = ["--profile", "quick", "--out", str(tmp_path), "--seeds", "0",
             "--items", "1,3", "--no-plots", "--quiet", "--threads", "1", "--cache-dir", "none"]
     for s in sets:
         argv += ["--set", s]
@@ -264,7 +271,7 @@ def test_cli_benchmark_quick_path(tmp_path, capsys):
     data = json.loads((tmp_path / "paper_quick.json").read_text())
     assert set(data["items"]) == {"1", "3"}
     assert data["profile"]["seeds"] == [0]
-    assert "aoe-detect benchmark --profile quick" in data["meta"]["command"]
+    assert data["meta"]["command"].startswith("python -m benchmarks.paper --profile quick --out ")
 
 
 def test_own_data_npz_through_the_cli(tmp_path, capsys):
@@ -275,7 +282,7 @@ def test_own_data_npz_through_the_cli(tmp_path, capsys):
     np.savez(tmp_path / "mine.npz", X_train=X, y_train=y, X_test=X[::2], y_test=y[::2],
              ood_noise=rng.rand(20, 3, 16, 16).astype(np.float32),
              ood_dark=np.zeros((20, 3, 16, 16), np.float32))
-    argv = ["benchmark", "--profile", "quick", "--data", str(tmp_path / "mine.npz"), "--out",
+    argv = ["--profile", "quick", "--data", str(tmp_path / "mine.npz"), "--out",
             str(tmp_path), "--seeds", "0", "--items", "1,3,6", "--no-plots", "--quiet",
             "--cache-dir", "none", "--threads", "1"]
     for k in ("width=4", "pretrain_epochs=1", "epochs=1", "pool_size=100", "batch_size=32",

@@ -75,13 +75,6 @@ def test_no_command_is_one_line_error(capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["benchmark", "--profile", "huge"], "invalid choice"),
-    (["benchmark"], "--profile"),
-    (["benchmark", "--report-only", "missing.json"], "not found"),
-    (["benchmark", "--profile", "quick", "--seeds", "a,b"], "comma-separated"),
-    (["benchmark", "--profile", "quick", "--items", "0,9"], "--items"),
-    (["benchmark", "--profile", "quick", "--set", "nonsense"], "FIELD=VALUE"),
-    (["benchmark", "--profile", "quick", "--set", "no_such_field=1"], "no_such_field"),
     (["demo", "--epochs", "0"], "positive integer"),
     (["fit", "--id", "x.npy"], "--out"),
     (["fit", "--id", "x.npy", "--out", "m", "--attack", "cw"], "invalid choice"),
@@ -310,9 +303,6 @@ def test_output_paths_are_checked_before_training(tabular, capsys, monkeypatch):
     # demo checks its plot path before training
     assert main(["demo", "--out", str(tabular / "missing_dir" / "p.png")]) == 2
     assert "does not exist" in _error_line(capsys)
-    (tabular / "afile").write_text("x")
-    assert main(["benchmark", "--profile", "quick", "--out", str(tabular / "afile")]) == 2
-    assert "not a folder" in _error_line(capsys)
 
 
 def test_unexpected_errors_are_one_line(tabular, capsys, monkeypatch):
@@ -345,40 +335,17 @@ def test_verbose_fit_says_which_device(tabular, capsys):
     assert err.count("device='auto' resolved to") == 1, err
 
 
-@pytest.mark.parametrize("pair, needle", [
-    ("epochs=-1", "--set epochs: expected an integer >= 0"),
-    ("epochs=abc", "--set epochs"),
-    ("epochs=2.5", "--set epochs"),
-    ("n_adv=0", "--set n_adv"),
-    ("lr=-0.1", "--set lr: expected a finite number >= 0"),
-    ("seeds=(0, -1)", "--set seeds"),
-    ("adv_eps=(0.0, -0.1)", "--set adv_eps"),
-    ("sources=(1, 2)", "--set sources: expected a tuple of strings"),
-    ("data=3", "--set data: expected a non-empty string"),
-    ("device=gpu", "--set device"),
-    ("items=(1, 9)", "--set items"),
-])
-def test_benchmark_set_values_are_validated_before_running(pair, needle, capsys, monkeypatch):
-    import benchmarks.paper as B
-
-    monkeypatch.setattr(B, "run_benchmark", lambda *a, **k: pytest.fail("benchmark ran"))
-    assert main(["benchmark", "--profile", "quick", "--set", pair]) == 2
-    assert needle in _error_line(capsys)
-
-
-def test_benchmark_seed_range(capsys):
-    assert main(["benchmark", "--profile", "quick", "--seeds", "0,-1"]) == 2
-    assert "--seeds" in _error_line(capsys)
-
-
-def test_benchmark_without_the_suite_exits_with_a_clear_message(capsys, monkeypatch, tmp_path):
-    """Outside a source checkout (no benchmarks.paper) the command fails in one line."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("benchmarks", "benchmarks.paper"):
-        monkeypatch.setitem(sys.modules, name, None)
-    assert main(["benchmark", "--profile", "quick"]) == 2
-    err = _error_line(capsys)
-    assert "not part of the installed package" in err and "benchmarks/" in err
+@pytest.mark.parametrize("args", [[], ["--profile", "quick", "--set", "epochs=2"],
+                                  ["--report-only", "benchmarks/results/paper_full.json"]])
+def test_benchmark_is_a_deprecated_stub_that_names_the_new_command(args, capsys, monkeypatch):
+    """``aoe-detect benchmark`` runs nothing and imports nothing of benchmarks/ (issue 21):
+    one line, status 2, the same arguments given to ``python -m benchmarks.paper``."""
+    for name in ("benchmarks", "benchmarks.paper", "benchmarks.paper.cli"):
+        monkeypatch.setitem(sys.modules, name, None)  # any import of the suite would fail
+    assert main(["benchmark", *args]) == 2
+    line = _error_line(capsys)
+    assert "deprecated" in line
+    assert f"`python -m benchmarks.paper{''.join(' ' + a for a in args)}`" in line
 
 
 def test_demo_does_not_need_the_suite(monkeypatch):

@@ -82,7 +82,7 @@ def isolated(tmp_path, monkeypatch):
         "fashion_mnist": (str(tmp_path / "sys" / "fashion-mnist"),),
         "mnist": (str(tmp_path / "sys" / "npm1"), str(tmp_path / "sys" / "npm2")),
     }
-    monkeypatch.setattr(datasets, "_SYSTEM_DIRS", system)
+    monkeypatch.setattr(datasets._files, "_SYSTEM_DIRS", system)  # read where it is used
 
     def no_network(*args, **kwargs):
         raise AssertionError("the test tried to open a network connection")

@@ -37,8 +37,7 @@ def test_markdown_code_runs(path, tmp_path, monkeypatch):
 
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(aoe_detect.__path__, "aoe_detect.")
-                 if ".data." not in m.name and not m.name.endswith(".data")
-                 and m.name != "aoe_detect.benchmark")  # a deprecation shim (test_architecture)
+                 if ".data." not in m.name and not m.name.endswith(".data"))
 
 
 @pytest.mark.parametrize("name", MODULES)

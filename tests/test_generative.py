@@ -9,8 +9,8 @@ import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from aoe_detect import generative
-from aoe_detect.generative import DCGANDiscriminator, DCGANGenerator, GANOutliers, train_gan
+from aoe_detect.outliers import gan as generative
+from aoe_detect.outliers import DCGANDiscriminator, DCGANGenerator, GANOutliers, train_gan
 from aoe_detect.outliers import GeneratorOutliers, Mixture, UniformNoise, resolve_outliers
 
 SMALL = dict(latent_dim=8, epochs=1, batch_size=16, width=8)

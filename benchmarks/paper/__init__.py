@@ -6,8 +6,8 @@ root::
     python -m benchmarks.paper --profile quick --threads 1
     python -m benchmarks.paper --profile full --data-root DIR --threads 1
 
-(``aoe-detect benchmark ...`` runs the same code when started from the repository root.)
-Modules, by concern:
+The command line is :mod:`.cli` (``python -m benchmarks.paper --help``); the library's
+``aoe-detect benchmark`` no longer runs the suite (issue 21). Modules, by concern:
 
 - :mod:`.plan`: items, methods, OOD sets, profiles and the run plan;
 - :mod:`.data`: the ID data, the fixed OOD test sets, user data;
@@ -27,7 +27,13 @@ References
    Adversarial Outlier Exposure." CVPR 2025 Workshops.
 """
 
-from aoe_detect.demo import demo_table, run_demo
+try:  # the suite needs pytorch-ood (item 8 and the peer table): the bench extra
+    import pytorch_ood  # noqa: F401
+except ImportError as _exc:
+    raise ImportError("the paper suite (benchmarks.paper) needs pytorch-ood: "
+                      "pip install 'aoe-detect[bench]'") from _exc
+
+from aoe_detect.demo import demo_table, run_demo  # noqa: E402
 
 from .aggregate import _aggregate_runs, _items, _jsonable, _ms, _strip
 from .crosscheck import _crosscheck

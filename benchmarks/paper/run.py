@@ -36,7 +36,7 @@ from aoe_detect.attacks import PGD
 from aoe_detect.backbones import SmallCNN, Standardize
 from aoe_detect.demo import evaluate
 from aoe_detect.detector import AOEDetector
-from aoe_detect.generative import GANOutliers
+from aoe_detect.outliers import GANOutliers
 from aoe_detect.metrics import auroc, ood_report
 from aoe_detect.outliers import (GaussianNoise, LowDensityGMM, Mixture, PermutedID, SmoothNoise,
                                  UniformNoise, default_outliers)
