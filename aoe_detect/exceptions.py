@@ -8,7 +8,7 @@ aoe_detect.exceptions.NonFiniteLossWarning``.
 from __future__ import annotations
 
 __all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
-           "NoClassesError", "NonFiniteLossError", "CLIError"]
+           "NoClassesError", "NonFiniteLossError", "CLIError", "RobustnessWarning"]
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -22,6 +22,11 @@ class TrainingInterruptedWarning(RuntimeWarning):
 class CalibrationWarning(UserWarning):
     """The held-out set is too small for the requested ``contamination``: ``offset_`` has no
     finite-sample guarantee (it is the smallest held-out score)."""
+
+
+class RobustnessWarning(UserWarning):
+    """:func:`aoe_detect.robustness.robust_ood_report` found a sign of a masked or weak
+    attack (see its diagnostics): the robust AUROC it reports may be overstated."""
 
 
 class NoClassesError(AttributeError, ValueError):
