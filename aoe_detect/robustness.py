@@ -371,6 +371,24 @@ def _run_all(detector, attacks, eps_list, need, sides, inputs, clean, opt, repor
         report.rows += _side_rows("worst", e, sides, clean, worst, opt["tpr"])
 
 
+def _check_args(detector, eps, attack, sides, steps, restarts, step_size, random_state, tpr):
+    """Validated ``(sides, attacks, eps_list, restarts, seed)``; errors name the parameter."""
+    sides = _check_sequence(sides, "sides", SIDES)
+    steps, restarts = _check_int(steps, "steps", 1), _check_int(restarts, "restarts", 1)
+    if step_size is not None and not (isinstance(step_size, numbers.Real) and step_size > 0):
+        raise ValueError(f"`step_size` must be None or a float > 0, got {step_size!r}.")
+    if not (isinstance(tpr, numbers.Real) and 0 < tpr < 1):
+        raise ValueError(f"`tpr` must be in (0, 1), got {tpr!r}.")
+    attacks = _resolve_attacks(attack, steps, step_size)
+    eps_list = _resolve_eps(eps, detector.input_range_)
+    try:
+        seed = seed_from(random_state)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"`random_state` must be None, an int or a RandomState, got "
+                         f"{random_state!r} ({exc}).") from None
+    return sides, attacks, eps_list, restarts, seed
+
+
 def robust_ood_report(detector, X_id, X_ood, eps="auto", attack=("pgd", "fgsm"),
                       sides=SIDES, steps=40, restarts=1, step_size=None, random_state=None,
                       tpr=0.95, warn=True):
@@ -423,23 +441,12 @@ def robust_ood_report(detector, X_id, X_ood, eps="auto", attack=("pgd", "fgsm"),
     >>> rep.auroc(8 / 255, side="both")  # doctest: +SKIP
     """
     check_is_fitted(detector, "offset_")
-    sides = _check_sequence(sides, "sides", SIDES)
-    steps, restarts = _check_int(steps, "steps", 1), _check_int(restarts, "restarts", 1)
-    if step_size is not None and not (isinstance(step_size, numbers.Real) and step_size > 0):
-        raise ValueError(f"`step_size` must be None or a float > 0, got {step_size!r}.")
-    if not (isinstance(tpr, numbers.Real) and 0 < tpr < 1):
-        raise ValueError(f"`tpr` must be in (0, 1), got {tpr!r}.")
-    attacks = _resolve_attacks(attack, steps, step_size)
-    eps_list = _resolve_eps(eps, detector.input_range_)
-    try:
-        seed = seed_from(random_state)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"`random_state` must be None, an int or a RandomState, got "
-                         f"{random_state!r} ({exc}).") from None
+    sides, attacks, eps_list, restarts, seed = _check_args(
+        detector, eps, attack, sides, steps, restarts, step_size, random_state, tpr)
     Xi, Xo = _checked_inputs(detector, X_id, "X_id"), _checked_inputs(detector, X_ood, "X_ood")
-    report = RobustnessReport(settings=dict(eps=eps_list, attacks={k: repr(v) for k, v in attacks.items()},
-                                            sides=sides, restarts=restarts, tpr=tpr,
-                                            ood_score=detector.ood_score))
+    report = RobustnessReport(settings=dict(
+        eps=eps_list, attacks={k: repr(v) for k, v in attacks.items()}, sides=sides,
+        restarts=restarts, tpr=tpr, ood_score=detector.ood_score))
     clean = {"id": detector.score_samples(Xi.numpy()), "ood": detector.score_samples(Xo.numpy())}
     report.scores["clean"] = clean
     need = {"ood", "id"} if "both" in sides else set(sides)  # the sets to attack

@@ -188,7 +188,7 @@ def evaluate(det, data, s, a, oe_det=None):
     row["strong"] = {lab: _per_set(rep, f"{lab}|{EPS:.6g}", NEAR, n) for lab in ("pgd40", "fgsm", "worst")}
     row["strong_diagnostics"] = rep.diagnostics
     row["strong_seconds"] = time.time() - t0
-    if s == 0:
+    if s == 0 and not a.no_extras:
         m = a.n_sweep
         sweep = robust_ood_report(det, Xid[:m], ood["mnist"][:m], eps=(0.0,) + SWEEP,
                                   random_state=s, warn=False)
@@ -217,7 +217,7 @@ def eval_stage(a, cache, variants):
     data = eval_data(a.data_root, a.n_eval)
     X, y = data[0], data[1]
     out = {}
-    for s in range(a.eval_seeds):
+    for s in (a.seeds if a.seeds is not None else range(a.eval_seeds)):
         ce, dets = None, {}
         for v in variants:
             def run(v=v, s=s):
@@ -349,25 +349,60 @@ def report(data, out_md):
         f.write("\n".join(L) + "\n")
 
 
+def merge(paths, out):
+    """Combine the cached fits and commands of separate runs (e.g. one process per seed) and
+    rebuild the stages from the fits: the design choice by the same rule, the evaluation in
+    seed order."""
+    data = {"fits": {}, "meta": {}, "stages": {}}
+    for p in paths:
+        d = json.load(open(p))
+        data["fits"].update(d["fits"])
+        for k, v in d.get("meta", {}).items():
+            data["meta"].setdefault(k, v)
+        data["meta"].setdefault("commands", []).append(d.get("meta", {}).get("command"))
+    design = {}
+    for key, row in sorted(data["fits"].items()):
+        part = key.split("|")
+        if part[0] == "design":
+            design.setdefault(part[2], []).append(row)
+        elif part[0] == "eval":
+            data["stages"].setdefault("eval", {}).setdefault(part[2], []).append(row)
+    if "oe" in design and DEFAULT in design:
+        data["stages"]["design"] = choose(design)
+    with open(out, "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", default="all", choices=["design", "eval", "all"])
     p.add_argument("--data-root", default=None)
     p.add_argument("--design-seeds", type=int, default=1)
     p.add_argument("--eval-seeds", type=int, default=3)
-    p.add_argument("--n-design", type=int, default=4000)
-    p.add_argument("--n-eval", type=int, default=10000)
-    p.add_argument("--n-attack-design", type=int, default=300)
-    p.add_argument("--n-attack", type=int, default=300)
-    p.add_argument("--n-strong", type=int, default=50)
-    p.add_argument("--n-sweep", type=int, default=100)
+    p.add_argument("--seeds", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                   help="comma-separated evaluation seeds (default: 0 .. --eval-seeds - 1); "
+                        "seeds run in separate processes write separate --out files, merged "
+                        "with --merge")
+    p.add_argument("--merge", nargs="*", default=None,
+                   help="JSON files of separate runs to merge into --out before the report")
+    p.add_argument("--n-design", type=int, default=3000)
+    p.add_argument("--n-eval", type=int, default=4000)
+    p.add_argument("--n-attack-design", type=int, default=150)
+    p.add_argument("--n-attack", type=int, default=100)
+    p.add_argument("--n-strong", type=int, default=25)
+    p.add_argument("--n-sweep", type=int, default=50)
     p.add_argument("--variants", default=None,
                    help="comma-separated variants for --stage eval (default: oe, the default, "
                         "and the design's choice)")
+    p.add_argument("--no-extras", action="store_true",
+                   help="skip seed 0's eps sweep and masking checks (a run with them, merged "
+                        "after this one, replaces its rows)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (the Markdown and PNG go beside it)")
     a = p.parse_args(argv)
+    if a.merge:
+        merge(a.merge, a.out)
     if a.report_only:
         report(json.load(open(a.out)), a.out.replace(".json", ".md"))
         return
