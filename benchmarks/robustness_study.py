@@ -266,7 +266,7 @@ def _per_seed(ev):
             parts = [f"{k} {r['clean'][k]['auroc']:.3f}/{r['clean'][k]['fpr95']:.3f}" for k in SETS]
             strong = [f"{k} {r['strong']['worst'][k]['ood']['auroc']:.3f}/"
                       f"{r['strong']['worst'][k]['both']['auroc']:.3f}" for k in NEAR]
-            L.append(f"- {v}, seed {i}: clean AUROC/FPR@95 " + "; ".join(parts)
+            L.append(f"- {v}, seed {r.get('seed', i)}: clean AUROC/FPR@95 " + "; ".join(parts)
                      + " | worst-case AUROC OOD side/both sides " + "; ".join(strong))
     return L
 
@@ -305,13 +305,17 @@ def plot(ev, png):
     from aoe_detect.plots import plot_robustness
     curves = {v: [r for r in rows[0]["sweep"] if r["attack"] == "worst"]
               for v, rows in ev.items() if rows and "sweep" in rows[0]}
+    if not curves:
+        return None
     return plot_robustness(curves, png, title="Worst case of PGD-40 and FGSM, Fashion-MNIST vs MNIST, seed 0")
 
 
 def report(data, out_md):
     st, meta = data.get("stages", {}), data.get("meta", {})
+    cmds = [c for c in meta.get("commands", [meta.get("command")]) if c]
     L = ["# Robustness study: attacks on the deployed detector (issue 18)", "",
-         f"- command: `{meta.get('command')}`",
+         "- commands (one process per stage / seed, merged with `--merge ... --report-only`): "
+         + "; ".join(f"`{c}`" for c in cmds),
          f"- machine: {meta.get('machine')}; torch {meta.get('torch')}; 1 thread, shared CPU "
          "(fit-time ratios are side by side in one run but the machine was shared)",
          "- protocol and rule: the module docstring of `benchmarks/robustness_study.py` (written "
@@ -326,7 +330,7 @@ def report(data, out_md):
         for v, r in d["variants"].items():
             L.append(f"| {v} | {r['auroc']:.3f} | {r['fpr95']:.3f} | {r['pgd40_ood']:.3f} | "
                      f"{r['pgd40_both']:.3f} | {r['J']:.3f} | {r['time_ratio']:.2f} | "
-                     f"{'yes' if r['eligible'] else 'no'} |")
+                     f"{'yes' if r['eligible'] else ('-' if v == 'oe' else 'no')} |")
         L += ["", f"Best eligible: **{d['best_eligible']}**; chosen by the rule: **{d['chosen']}**.", ""]
     if "eval" in st:
         ev = st["eval"]
@@ -334,9 +338,14 @@ def report(data, out_md):
               "Means over seeds; strong-protocol columns are means over MNIST, digits28 and photo "
               "patches.", ""] + _eval_table(ev)
         L += ["", "Per seed:", ""] + _per_seed(ev)
-        L += ["", "### Eps sweep (seed 0, MNIST, `--n-sweep` images per side; worst case of PGD-40 and FGSM)", ""]
-        L += _sweep_table(ev)
-        L += ["", "### Masking checks", ""] + _masking_lines(ev)
+        if any("sweep" in r for rows in ev.values() for r in rows):
+            L += ["", "### Eps sweep (seed 0, MNIST, `--n-sweep` images per side; worst case of "
+                  "PGD-40 and FGSM)", ""] + _sweep_table(ev)
+        else:
+            L += ["", "Eps sweep and masking checks: not run (the seed-0 run with them was stopped "
+                  "for the CPU budget; see the verdict)."]
+        if _masking_lines(ev):
+            L += ["", "### Masking checks", ""] + _masking_lines(ev)
         png = out_md.replace(".md", ".png")
         try:
             if plot(ev, png):
@@ -349,7 +358,7 @@ def report(data, out_md):
         f.write("\n".join(L) + "\n")
 
 
-def merge(paths, out):
+def merge(paths, out, verdict=None):
     """Combine the cached fits and commands of separate runs (e.g. one process per seed) and
     rebuild the stages from the fits: the design choice by the same rule, the evaluation in
     seed order."""
@@ -366,9 +375,12 @@ def merge(paths, out):
         if part[0] == "design":
             design.setdefault(part[2], []).append(row)
         elif part[0] == "eval":
+            row["seed"] = int(part[1][1:])
             data["stages"].setdefault("eval", {}).setdefault(part[2], []).append(row)
     if "oe" in design and DEFAULT in design:
         data["stages"]["design"] = choose(design)
+    if verdict:
+        data["stages"]["verdict"] = verdict
     with open(out, "w") as f:
         json.dump(data, f, indent=1)
 
@@ -400,9 +412,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
     p.add_argument("--out", default=OUT, help="results JSON (the Markdown and PNG go beside it)")
+    p.add_argument("--verdict", default=None, help="text of the verdict section (with --merge)")
     a = p.parse_args(argv)
     if a.merge:
-        merge(a.merge, a.out)
+        merge(a.merge, a.out, a.verdict)
     if a.report_only:
         report(json.load(open(a.out)), a.out.replace(".json", ".md"))
         return
