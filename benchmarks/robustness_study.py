@@ -73,6 +73,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from aoe_detect import AOEDetector  # noqa: E402
 from aoe_detect.attacks import FGSM, PGD  # noqa: E402
 from aoe_detect.metrics import auroc, fpr_at_tpr, ood_report  # noqa: E402
+from aoe_detect.plots import plot_robustness  # noqa: E402
 from aoe_detect.robustness import robust_ood_report  # noqa: E402
 from benchmarks.outlier_study import Cache, design_data, eval_data  # noqa: E402
 
@@ -301,8 +302,7 @@ def _masking_lines(ev):
 
 
 def plot(ev, png):
-    """AUROC against eps (worst case, MNIST, mean over seeds), one panel per side."""
-    from aoe_detect.plots import plot_robustness
+    """AUROC against eps (worst case, seed 0, MNIST), one panel per side. Needs matplotlib."""
     curves = {v: [r for r in rows[0]["sweep"] if r["attack"] == "worst"]
               for v, rows in ev.items() if rows and "sweep" in rows[0]}
     if not curves:
