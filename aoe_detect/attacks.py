@@ -113,8 +113,26 @@ def _energy_grad_sign(model, x, temperature, autocast_dtype=None):
     return _energy_and_grad(model, x, temperature, autocast_dtype)[1].sign()
 
 
+def _energies(model, x, temperature, autocast_dtype=None):
+    """Per-sample energies ``E(x)`` (float32), without a gradient."""
+    with torch.no_grad():
+        with torch.autocast(x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(x)
+        return energy(logits.float(), temperature)
+
+
+def _keep_better(best, best_e, x, e, direction):
+    """Per sample, the iterate with the lower (direction -1) or higher (+1) energy."""
+    if best is None:
+        return x.clone(), e.clone()
+    better = (e - best_e) * -direction < 0
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return torch.where(better.view(shape), x, best), torch.where(better, e, best_e)
+
+
 def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None,
-        temperature=1.0, direction=-1, generator=None, early_stop=None, autocast_dtype=None):
+        temperature=1.0, direction=-1, generator=None, early_stop=None, autocast_dtype=None,
+        keep_best=False, trace=None):
     """Projected gradient descent on the energy within an L-infinity ``eps``-ball.
 
     Each step: ``x <- proj(x + direction * step_size * sign(grad_x E(x)))``.
@@ -152,11 +170,23 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
         pass so the input gradient does not underflow (its sign is what matters), and
         samples whose gradient is still tiny (below :data:`FP16_MIN_GRAD`) or non-finite
         are recomputed in float32.
+    keep_best : bool, default=False
+        Return, per sample, the best iterate visited (lowest energy for ``direction=-1``,
+        highest for +1), including the start and the last iterate (one more forward pass),
+        instead of the last one: the evaluation protocol of robust-accuracy attacks (sign
+        steps can overshoot). Not combinable with ``early_stop``.
+    trace : list, optional
+        If given, every forward pass appends its per-sample energies (float32, CPU): entry 0
+        is the start point, entry ``k`` the iterate after ``k`` steps (the last iterate is
+        evaluated only with ``keep_best``). For convergence checks of the attack.
 
     Returns
     -------
     torch.Tensor, same shape, dtype and device as ``x``, detached.
     """
+    if keep_best and early_stop is not None:
+        raise ValueError("`keep_best` cannot be combined with `early_stop` (early-stopped "
+                         "samples are not evaluated again).")
     x = x.detach()
     eps = _as_bound(eps, x)
     if isinstance(eps, (int, float)) and eps == 0:
@@ -171,9 +201,14 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
         else:
             x_adv = x.clone()
         active = None  # rows still moving under early_stop (None: all)
+        best = best_e = None
         for step in range(steps):
             xa = x_adv if active is None else x_adv[active]
             e, grad = _energy_and_grad(model, xa, temperature, autocast_dtype)
+            if trace is not None:
+                trace.append(e.cpu())
+            if keep_best:
+                best, best_e = _keep_better(best, best_e, xa, e, direction)
             if early_stop is not None and step > 0:
                 # the energies of this forward decide: no extra forward pass per step
                 done = (e - early_stop) * -direction <= 0
@@ -188,6 +223,11 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
                 x_adv = x_adv.clone()
                 x_adv[active] = _project(xa + direction * step_size * grad.sign(), x[active],
                                          eps, clip)
+        if keep_best:  # the last iterate is judged too
+            e = _energies(model, x_adv, temperature, autocast_dtype)
+            if trace is not None:
+                trace.append(e.cpu())
+            x_adv, _ = _keep_better(best, best_e, x_adv, e, direction)
     return x_adv.detach()
 
 

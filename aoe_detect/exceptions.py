@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
            "NoClassesError", "NonFiniteLossError", "CLIError", "StaleScoreError",
-           "NonFiniteScoreWarning"]
+           "NonFiniteScoreWarning", "RobustnessWarning"]
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -23,6 +23,11 @@ class TrainingInterruptedWarning(RuntimeWarning):
 class CalibrationWarning(UserWarning):
     """The held-out set is too small for the requested ``contamination``: ``offset_`` has no
     finite-sample guarantee (it is the smallest held-out score)."""
+
+
+class RobustnessWarning(UserWarning):
+    """:func:`aoe_detect.robustness.robust_ood_report` found a sign of a masked or weak
+    attack (see its diagnostics): the robust AUROC it reports may be overstated."""
 
 
 class NoClassesError(AttributeError, ValueError):

@@ -1,7 +1,8 @@
 """PNG plots for a fitted detector and the demo (matplotlib, an optional dependency).
 
 :func:`plot_history` draws a detector's training history, :func:`plot_score_histograms` and
-:func:`plot_roc` its scores on ID and OOD data. The paper suite's figures live with the suite
+:func:`plot_roc` its scores on ID and OOD data, :func:`plot_robustness` the AUROC of
+:func:`aoe_detect.robustness.robust_ood_report` against the attack radius. The paper suite's figures live with the suite
 in the source repository (``benchmarks/paper/plots.py``).
 
 matplotlib is imported lazily, inside the functions (importing aoe_detect never imports it),
@@ -23,7 +24,8 @@ from sklearn.metrics import roc_curve
 
 from .metrics import auroc
 
-__all__ = ["require_matplotlib", "plot_score_histograms", "plot_roc", "plot_history"]
+__all__ = ["require_matplotlib", "plot_score_histograms", "plot_roc", "plot_history",
+           "plot_robustness"]
 
 _INSTALL = "pip install 'aoe-detect[plot]'"
 
@@ -173,6 +175,59 @@ def plot_roc(scores_id, scores_ood, path, *, title=None):
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title)
+    return _save(fig, path)
+
+
+def _report_rows(report):
+    rows = getattr(report, "rows", report)
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError("`reports` must be a RobustnessReport, a list of its rows, or a dict of "
+                        f"them by label, got {type(report).__name__}.")
+    return list(rows)
+
+
+def plot_robustness(reports, path, *, attack="worst", sides=None, title=None):
+    """AUROC (ID positive) against the attack radius, one panel per attacked side.
+
+    Parameters
+    ----------
+    reports : RobustnessReport, list of row dicts, or dict
+        The result of :func:`aoe_detect.robustness.robust_ood_report` (or its ``rows``), or
+        ``{label: report}`` for one line per detector.
+    path : str
+        PNG file to write.
+    attack : str, default="worst"
+        Which attack's rows to draw (``"worst"``: the per-input worst case over attacks).
+    sides : sequence of {"ood", "id", "both"}, optional
+        Panels; default every side in the rows.
+    title : str, optional
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    series = reports if isinstance(reports, dict) else {"": reports}
+    series = {k: [r for r in _report_rows(v) if r["attack"] == attack] for k, v in series.items()}
+    if not any(series.values()):
+        raise ValueError(f"no rows with `attack`={attack!r} to plot.")
+    if sides is None:
+        sides = list(dict.fromkeys(r["side"] for rows in series.values() for r in rows))
+    fig, axes = _new_figure(len(sides), size=(3.6, 3.2))
+    for ax, side in zip(axes[0], sides):
+        for label, rows in series.items():
+            pts = sorted((r["eps"], r["auroc"]) for r in rows if r["side"] == side)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=label or attack)
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("eps (L-inf, input units)")
+        ax.set_title(f"{side} side attacked", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("AUROC (ID positive)")
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 

@@ -54,6 +54,7 @@ STUDIES = (
     Study("speed", "speed.py", "evaluation", "What does the package add on top of the work AOE has to do (time and memory ratios)?", ("speed", "speed_scores")),  # noqa: E501
     Study("fault_injection", "fault_injection.py", "evaluation", "Does every bad input or training fault fail clearly without losing data?", ("fault_injection",)),  # noqa: E501
     Study("dask_throughput", "dask_throughput.py", "evaluation", "How many rows/s does scoring on a local Dask cluster give against one process?", ("dask_throughput",), "not recorded (about 25 min on 2 busy cores; --quick about 8)"),  # noqa: E501
+    Study("robustness_study", "robustness_study.py", "design + evaluation", "Under multi-step attacks through the deployed score, on both sides, does AOE beat OE (issue 18)?", ("robustness_study",), "not recorded (one process per seed on a loaded CPU; partial)"),  # noqa: E501
     Study("gpu_check", "gpu_check.sh", "check", "Do AMP, compile, save/load and WRN-40-2 throughput work on a CUDA GPU?", (), "< 8 min on one GPU (results not committed)"),  # noqa: E501
 )
 

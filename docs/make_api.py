@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "aoe_detect.outliers.gan",
     "aoe_detect.backbones",
     "aoe_detect.metrics",
+    "aoe_detect.robustness",
     "aoe_detect.model_selection",
     "aoe_detect.datasets",
     "aoe_detect.persistence",
