@@ -474,6 +474,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
                             progress, val)
             progress.where = "fit (while fitting the score and scoring the validation data)"
             self._calibrate(data, y_tr, gen)
+            _fit_steps.warn_if_inverted(self.history_)  # held-out synthetic outliers, AUROC < 0.5
         except KeyboardInterrupt:
             if progress.kept is None:  # nothing trained yet: fit restores the old state
                 raise
@@ -539,6 +540,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True  # scipy.sparse is densified (below MAX_DENSE_BYTES)
         tags.non_deterministic = self.random_state is None
         return tags
 

@@ -8,7 +8,7 @@ aoe_detect.exceptions.NonFiniteLossWarning``.
 from __future__ import annotations
 
 __all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
-           "NoClassesError", "NonFiniteLossError", "CLIError"]
+           "InvertedScoreWarning", "NoClassesError", "NonFiniteLossError", "CLIError"]
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -22,6 +22,12 @@ class TrainingInterruptedWarning(RuntimeWarning):
 class CalibrationWarning(UserWarning):
     """The held-out set is too small for the requested ``contamination``: ``offset_`` has no
     finite-sample guarantee (it is the smallest held-out score)."""
+
+
+class InvertedScoreWarning(UserWarning):
+    """After ``fit``, the energy ranks the held-out synthetic outliers of ``history_`` as more
+    in-distribution than the held-out ID rows (``val_auroc_<family>`` below 0.5): the fit
+    is suspect (refit with another ``random_state``, or check the inputs' scaling)."""
 
 
 class NoClassesError(AttributeError, ValueError):
