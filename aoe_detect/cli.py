@@ -356,7 +356,10 @@ def _read_csv(path, what):
     """``(X float64 (n, d), y or None)`` from a CSV file of numbers.
 
     An optional header row (any non-numeric cell in the first row); a column named ``y``,
-    ``label``, ``labels`` or ``target`` holds the labels (integers or strings)."""
+    ``label``, ``labels`` or ``target`` holds the labels (integers or strings). With a
+    header (distinct, non-empty names) and pandas installed, ``X`` is a DataFrame of the
+    feature columns, so ``fit`` records their names and ``score`` refuses a file whose
+    columns differ or come in another order."""
     try:
         with open(path, newline="") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
@@ -410,6 +413,14 @@ def _read_csv(path, what):
                 y = y.astype(np.int64)
         except ValueError:
             y = np.array(raw)
+    names = [header[j] for j in cols] if header is not None else None
+    if names and len(set(names)) == len(names) and all(names):
+        try:
+            import pandas as pd  # optional dependency: the header's names are then checked
+        except ImportError:
+            pass
+        else:  # the detector records them at fit and refuses other columns when scoring
+            X = pd.DataFrame(X, columns=names)
     return X, y
 
 

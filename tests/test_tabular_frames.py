@@ -255,3 +255,26 @@ def test_fit_warns_when_the_held_out_synthetic_outliers_rank_above_id(table, mon
     with pytest.warns(InvertedScoreWarning, match="ranks held-out synthetic outliers above"):
         det = AOEDetector(**TINY).fit(df, y)
     assert any(v == 0.2 for k, v in det.history_[-1].items() if k.startswith("val_auroc_"))
+
+
+def test_cli_csv_header_names_are_recorded_and_checked(table, tmp_path, capsys):
+    from aoe_detect.cli import main
+
+    df, y = table
+
+    def write(path, frame, labels):
+        frame.assign(y=labels).to_csv(path, index=False)
+
+    write(tmp_path / "train.csv", df, y)
+    assert main(["fit", "--id", str(tmp_path / "train.csv"), "--out", str(tmp_path / "m.aoe"),
+                 "--epochs", "1", "--pretrain-epochs", "1", "--seed", "0", "--quiet",
+                 "--device", "cpu"]) == 0
+    assert AOEDetector.load(tmp_path / "m.aoe").feature_names_in_.tolist() == COLS
+    write(tmp_path / "same.csv", df, y)
+    write(tmp_path / "swapped.csv", df[COLS[::-1]], y)
+    capsys.readouterr()
+    assert main(["score", "--model", str(tmp_path / "m.aoe"), "--input",
+                 str(tmp_path / "same.csv"), "--json"]) == 0
+    assert main(["score", "--model", str(tmp_path / "m.aoe"), "--input",
+                 str(tmp_path / "swapped.csv"), "--json"]) != 0
+    assert "same order" in capsys.readouterr().err
