@@ -525,13 +525,14 @@ def _cmd_demo(args):
     res = run_demo(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
                    verbose=0 if args.quiet else 1, log=log, device=args.device)
     print("OOD detection on the embedded sample (ID: 1000 Fashion-MNIST test images; AUROC "
-          "per OOD set, higher is better; FPR95 lower is better):")
+          "per OOD set, higher is better; FPR95 lower is better; score: the paper's energy "
+          "-E(x), last row: the package's default score on the AOE-FGSM network):")
     print(demo_table(res["rows"]))
     if not args.no_plot:
         try:
             path = plot_score_histograms(
                 res["scores"], args.out, labels=METHOD_LABELS,
-                ood_labels=OOD_LABELS, title="aoe-detect demo: score = -energy, ID vs OOD")
+                ood_labels=OOD_LABELS, title="aoe-detect demo: -energy (last: default score), ID vs OOD")
             print(f"plot written to {path}")
         except ImportError as exc:
             sys.stderr.write(f"{PROG}: note: plot skipped: {_one_line(exc)}\n")
