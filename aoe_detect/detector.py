@@ -260,7 +260,9 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, OutlierM
     n_features_in_ : int
         Number of features (tabular) or channels (images).
     feature_names_in_ : ndarray of str
-        Column names, when ``X`` was a DataFrame with string column names.
+        Column names, when ``X`` was a DataFrame with string column names. Every method
+        that takes ``X`` then refuses a DataFrame with missing, extra or reordered columns
+        (select them with ``X[detector.feature_names_in_]``), as scikit-learn does.
     outlier_source_ : object with ``sample(n, generator)``
         The fitted outlier source used for training (only when outlier exposure ran). It
         can hold training data, so it is **not** pickled (see ``__getstate__``) nor saved
