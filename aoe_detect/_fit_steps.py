@@ -242,14 +242,21 @@ def outlier_loss(loss, source, lam, m_in, m_out, temperature):
     return SoftmaxOELoss(lam)
 
 
-def warn_if_inverted(history, threshold=0.5):
+#: :func:`warn_if_inverted` judges fits whose outlier-exposure stage ran at least this many
+#: optimizer steps (a fit of a few steps is not trained yet: tests and smoke runs).
+INVERTED_MIN_STEPS = 50
+
+
+def warn_if_inverted(history, threshold=0.5, min_steps=INVERTED_MIN_STEPS):
     """Warn (:class:`~aoe_detect.exceptions.InvertedScoreWarning`) when the last epoch's
     held-out synthetic-outlier AUROC of ``-E(x)`` (``val_auroc_<family>`` of ``history_``) is
-    below ``threshold`` for some family: the fitted energy then calls those outliers more
+    below ``threshold`` for some family, after an outlier-exposure stage of at least
+    ``min_steps`` optimizer steps: the fitted energy then calls those outliers more
     in-distribution than held-out ID rows, the signature of an inverted fit. Returns the
     offending ``{family: auroc}``."""
     rows = [r for r in history if any(k.startswith("val_auroc_") for k in r)]
-    if not rows:
+    steps = sum(int(r.get("steps", 1)) for r in history if r.get("stage") == "finetune")
+    if not rows or steps < min_steps:
         return {}
     bad = {k[len("val_auroc_"):]: v for k, v in rows[-1].items()
            if k.startswith("val_auroc_") and v == v and v < threshold}

@@ -233,12 +233,14 @@ def test_the_documented_pipeline_takes_a_mixed_frame_with_sparse_output(pipeline
 
 
 def test_inverted_fit_is_detected_from_history():
-    rows = [{"stage": "finetune", "val_auroc_shell": 0.9, "val_auroc_corrupted": 0.3}]
+    rows = [{"stage": "finetune", "steps": 60, "val_auroc_shell": 0.9, "val_auroc_corrupted": 0.3}]
     with pytest.warns(InvertedScoreWarning, match=r"corrupted 0.30 < 0.5"):
         assert _fit_steps.warn_if_inverted(rows) == {"corrupted": 0.3}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert _fit_steps.warn_if_inverted([{"val_auroc_shell": 0.5}]) == {}
+        assert _fit_steps.warn_if_inverted([{**rows[0], "steps": 49}]) == {}  # not trained yet
+        assert _fit_steps.warn_if_inverted([{"stage": "finetune", "steps": 60,
+                                             "val_auroc_shell": 0.5}]) == {}
         assert _fit_steps.warn_if_inverted([{"stage": "pretrain", "loss": 1.0}]) == {}
         assert _fit_steps.warn_if_inverted([]) == {}
 
@@ -253,8 +255,12 @@ def test_fit_warns_when_the_held_out_synthetic_outliers_rank_above_id(table, mon
 
     monkeypatch.setattr(_training, "validation_row", inverted)
     with pytest.warns(InvertedScoreWarning, match="ranks held-out synthetic outliers above"):
-        det = AOEDetector(**TINY).fit(df, y)
+        det = AOEDetector(**{**TINY, "epochs": 10}).fit(df, y)  # 10 x 5 steps >= 50
     assert any(v == 0.2 for k, v in det.history_[-1].items() if k.startswith("val_auroc_"))
+    with warnings.catch_warnings(record=True) as caught:  # after 5 steps: silent (not trained yet)
+        warnings.simplefilter("always")
+        AOEDetector(**TINY).fit(df, y)
+    assert not [w for w in caught if issubclass(w.category, InvertedScoreWarning)]
 
 
 def test_cli_csv_header_names_are_recorded_and_checked(table, tmp_path, capsys):
