@@ -185,12 +185,14 @@ def _array_inputs(X, y, X_outliers, p):
     record = FitRecord(p["estimator_name"])
     Xc, _ = check_inputs(record, X, reset=True, min_samples=2)
     shape = tuple(Xc.shape[1:])
+    names = getattr(record, "feature_names_in_", None)  # X's DataFrame columns, if any
     input_range = resolve_input_range(p["input_range"], shape)
     outlier_arrays, labels = [], None
     if is_outlier_array(y, shape, len(Xc)):
         if X_outliers is not None:
             raise ValueError(_AMBIGUOUS)
-        outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape))
+        outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape,
+                                                  feature_names=names))
     elif y is not None:
         labels, is_out = labels_from_y(y, len(Xc), outlier_label=p["outlier_label"])
         if is_out.all():
@@ -202,17 +204,18 @@ def _array_inputs(X, y, X_outliers, p):
         if len(Xc) < 2:
             raise ValueError(f"Only {len(Xc)} in-distribution row(s) in X; at least 2 are needed.")
     if X_outliers is not None:
-        outlier_arrays.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
+        outlier_arrays.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape,
+                                                feature_names=names))
     check_input_range(Xc, input_range, "X")
     for arr in outlier_arrays:
         check_input_range(arr, input_range, "X_outliers")
     source_array = None
     if _is_array_param(p["outliers"]):  # same validation as X_outliers
-        source_array = check_more_inputs(p["outliers"], name="outliers", sample_shape=shape)
+        source_array = check_more_inputs(p["outliers"], name="outliers", sample_shape=shape,
+                                         feature_names=names)
         check_input_range(source_array, input_range, "outliers")
     _check_two_classes(labels, p["backbone_is_name"])
-    return FitInputs(Xc, labels, shape, input_range, int(record.n_features_in_),
-                     getattr(record, "feature_names_in_", None),
+    return FitInputs(Xc, labels, shape, input_range, int(record.n_features_in_), names,
                      np.concatenate(outlier_arrays) if outlier_arrays else None, source_array)
 
 

@@ -24,13 +24,14 @@ from ._training import batched_outputs
 from ._validation import check_epsilon
 from .attacks import attack_radius
 from .backbones import build_backbone
-from .exceptions import NonFiniteLossError
+from .exceptions import InvertedScoreWarning, NonFiniteLossError
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss
 from .scores import feature_layer as find_feature_layer
 
 __all__ = ["check_diverged_refit", "attack_eps",
            "AUTO_MARGIN_GAP", "AUTO_PRETRAIN_EPOCHS", "AUTO_EPOCHS", "AUTO_MIN_STEPS",
-           "seed_from", "seed_and_device", "build_module", "stage_lengths", "auto_margins", "outlier_loss", "resolve_lam"]
+           "seed_from", "seed_and_device", "build_module", "stage_lengths", "auto_margins", "outlier_loss", "resolve_lam",
+           "warn_if_inverted"]
 
 #: Gap ``m_out - m_in`` (in nats) of the automatic energy margins. The energy is a negative
 #: log-density up to a constant, so a gap of 2 asks training outliers to be e^2 (about 7x)
@@ -266,3 +267,31 @@ def outlier_loss(loss, source, lam, m_in, m_out, temperature):
     if loss == "energy":
         return EnergyMarginLoss(lam, m_in, m_out, temperature)
     return SoftmaxOELoss(lam)
+
+
+#: :func:`warn_if_inverted` judges fits whose outlier-exposure stage ran at least this many
+#: optimizer steps (a fit of a few steps is not trained yet: tests and smoke runs).
+INVERTED_MIN_STEPS = 50
+
+
+def warn_if_inverted(history, threshold=0.5, min_steps=INVERTED_MIN_STEPS):
+    """Warn (:class:`~aoe_detect.exceptions.InvertedScoreWarning`) when the last epoch's
+    held-out synthetic-outlier AUROC of ``-E(x)`` (``val_auroc_<family>`` of ``history_``) is
+    below ``threshold`` for some family, after an outlier-exposure stage of at least
+    ``min_steps`` optimizer steps: the fitted energy then calls those outliers more
+    in-distribution than held-out ID rows, the signature of an inverted fit. Returns the
+    offending ``{family: auroc}``."""
+    rows = [r for r in history if any(k.startswith("val_auroc_") for k in r)]
+    steps = sum(int(r.get("steps", 1)) for r in history if r.get("stage") == "finetune")
+    if not rows or steps < min_steps:
+        return {}
+    bad = {k[len("val_auroc_"):]: v for k, v in rows[-1].items()
+           if k.startswith("val_auroc_") and v == v and v < threshold}
+    if bad:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in bad.items())
+        warnings.warn(f"The fitted energy ranks held-out synthetic outliers above held-out "
+                      f"in-distribution rows (AUROC {shown} < {threshold}, history_[-1]): this "
+                      "fit may score OOD inputs as in-distribution. Refit with another "
+                      "random_state, standardise or quantile-transform the inputs, or compare "
+                      "with ood_score='mahalanobis'.", InvertedScoreWarning, stacklevel=4)
+    return bad

@@ -21,6 +21,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse
 import torch
 from sklearn.utils.validation import check_is_fitted
 
@@ -261,9 +262,12 @@ class PredictMixin:
             view = scoring_view(X, self.input_shape_, self.input_range_)
             return rows.apply(view, fn, dtype, tail, model)
         step = rows.batch_size * max(1, SCORE_CHUNK_ROWS // rows.batch_size)
-        if isinstance(X, (np.ndarray, torch.Tensor)) and X.ndim >= 2 and len(X) > step:
-            out = np.empty((len(X), *tail), dtype=dtype)
-            for start in range(0, len(X), step):
+        if scipy.sparse.issparse(X):
+            X = X.tocsr()  # row chunks, each densified on its own (check_inputs)
+        if (isinstance(X, (np.ndarray, torch.Tensor)) or scipy.sparse.issparse(X)) \
+                and X.ndim >= 2 and X.shape[0] > step:
+            out = np.empty((X.shape[0], *tail), dtype=dtype)
+            for start in range(0, X.shape[0], step):
                 out[start:start + step] = rows.apply(self._check_X(X[start:start + step]), fn,
                                                      dtype, tail, model)
             return out

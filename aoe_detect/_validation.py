@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from sklearn.base import BaseEstimator
@@ -13,10 +14,76 @@ from sklearn.utils import check_array
 from ._compat import validate_data
 from ._torch_utils import pixels_to_unit
 
-__all__ = ["to_numpy", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
+__all__ = ["to_numpy", "is_dataframe", "MAX_DENSE_BYTES", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
            "is_outlier_array", "check_epsilon", "FitRecord"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
+
+#: A scipy.sparse ``X`` (e.g. the output of a ``ColumnTransformer`` with a ``OneHotEncoder``)
+#: is densified when its dense copy takes at most this many bytes (2 GiB); a larger one is
+#: refused with a hint. Scoring densifies chunk by chunk, so only ``fit`` meets the limit.
+MAX_DENSE_BYTES = 2 * 1024 ** 3
+
+_PIPELINE_HINT = ("encode them before the detector, e.g. make_pipeline(ColumnTransformer("
+                  "[('categorical', OneHotEncoder(handle_unknown='ignore'), categorical_columns)], "
+                  "remainder=StandardScaler()), AOEDetector()) (user guide: \"Tables: DataFrames, "
+                  "categorical columns and missing values\")")
+
+
+def _names(cols, limit=10):
+    shown = ", ".join(repr(c) for c in cols[:limit])
+    return f"[{shown}{', ...' if len(cols) > limit else ''}] ({len(cols)} in all)"
+
+
+def _missing_message(name, where):
+    return (f"Input {name} contains NaN: missing values in {where}. AOEDetector does not accept "
+            "missing values: impute them first, e.g. make_pipeline(SimpleImputer(), AOEDetector()) "
+            "(sklearn.impute; add_indicator=True keeps the information that a value was "
+            "missing), or drop those rows.")
+
+
+def is_dataframe(a):
+    """Whether ``a`` is a pandas DataFrame (duck-typed: pandas is an optional dependency)."""
+    return hasattr(a, "columns") and hasattr(a, "dtypes") and hasattr(a, "iloc")
+
+
+def _check_frame(df, name):
+    """DataFrames: non-numeric columns and columns with missing values are named."""
+    bad = [f"{c} ({dt})" for c, dt in df.dtypes.items() if getattr(dt, "kind", "O") not in "biuf"]
+    if bad:
+        raise ValueError(f"`{name}` has non-numeric columns {_names(bad)}; AOEDetector takes "
+                         f"numbers only: {_PIPELINE_HINT}.")
+    missing = [c for c, m in df.isna().any().items() if m]
+    if missing:
+        raise ValueError(_missing_message(name, f"the columns {_names(missing)}"))
+    return df
+
+
+def _densify(a, name):
+    """A scipy.sparse matrix or array as a dense ndarray, below :data:`MAX_DENSE_BYTES`."""
+    n_bytes = int(np.prod(a.shape, dtype=np.float64)) * max(a.dtype.itemsize, 4)
+    if n_bytes > MAX_DENSE_BYTES:
+        raise ValueError(
+            f"`{name}` is a sparse matrix of shape {a.shape}; the detector's backbone needs dense "
+            f"rows, and its dense copy would take {n_bytes / 2 ** 30:.1f} GiB, above the limit of "
+            f"{MAX_DENSE_BYTES / 2 ** 30:.0f} GiB (aoe_detect._validation.MAX_DENSE_BYTES). Reduce "
+            "the columns first (OneHotEncoder(min_frequency=..., max_categories=...), or "
+            "TruncatedSVD), or fit on fewer rows.")
+    return a.toarray()
+
+
+def _check_missing(arr, name):
+    """Arrays: NaN named by column (2-D) or counted by sample (images)."""
+    if getattr(getattr(arr, "dtype", None), "kind", None) != "f" or getattr(arr, "ndim", 0) < 2:
+        return
+    nan = np.isnan(arr)
+    if not nan.any():
+        return
+    if arr.ndim == 2:
+        cols = np.flatnonzero(nan.any(axis=0)).tolist()
+        raise ValueError(_missing_message(name, f"the columns (indices) {_names(cols)}"))
+    rows = int(nan.reshape(len(arr), -1).any(axis=1).sum())
+    raise ValueError(_missing_message(name, f"{rows} sample(s)"))
 
 
 class FitRecord(BaseEstimator):
@@ -54,9 +121,13 @@ def to_numpy(a, name):
 
 
 def _reject_bad_dtype(a, name):
-    if getattr(a, "format", None) in ("csr", "csc", "coo", "bsr", "dia", "dok", "lil"):
-        raise TypeError(f"`{name}` is a sparse matrix; sparse input is not supported, pass a "
-                        "dense array (X.toarray()).")
+    """Refuse complex, string and ragged data; name a DataFrame's non-numeric and missing
+    columns (the frame is returned as is, so scikit-learn records its column names);
+    densify scipy.sparse input; name the columns of an array holding NaN."""
+    if is_dataframe(a):
+        return _check_frame(a, name)
+    if scipy.sparse.issparse(a):
+        a = _densify(a, name)
     if hasattr(a, "dtype"):
         arr = a
     else:
@@ -77,6 +148,7 @@ def _reject_bad_dtype(a, name):
         except (TypeError, ValueError) as exc:  # keep the type: sklearn expects TypeError
             raise type(exc)(f"`{name}` has dtype object with non-numeric values ({exc}); "
                             "numeric data is expected.") from None
+    _check_missing(arr, name)
     return arr
 
 
@@ -150,8 +222,15 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
         if not reset and getattr(estimator, "input_shape_", None) is not None:
             _check_fitted_image_shape(X, tuple(estimator.input_shape_), name)
     name_in_errors = estimator.estimator_name if isinstance(estimator, FitRecord) else estimator
-    X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
-                      ensure_min_samples=min_samples, estimator=name_in_errors)
+    try:
+        X = validate_data(estimator, X, reset=reset, allow_nd=True, dtype=[np.float64, np.float32],
+                          ensure_min_samples=min_samples, estimator=name_in_errors)
+    except ValueError as exc:  # columns missing, extra or reordered: refused, as scikit-learn does
+        if str(exc).startswith("The feature names should match"):
+            raise ValueError(f"`{name}` does not have the columns the detector was fitted on. "
+                             f"{str(exc).rstrip()}\nSelect and order them by name: "
+                             f"{name}[detector.feature_names_in_].") from None
+        raise
     X = np.asarray(X)
     if not reset:
         expected = estimator.input_shape_
@@ -166,10 +245,18 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
     return X, was_uint8
 
 
-def check_more_inputs(X, *, name, sample_shape):
-    """Validate an extra array (outliers) against the ID sample shape; scale uint8."""
+def check_more_inputs(X, *, name, sample_shape, feature_names=None):
+    """Validate an extra array (outliers) against the ID sample shape; scale uint8. A
+    DataFrame must have the columns ``feature_names`` of ``X`` (when ``X`` had names), in
+    the same order."""
     X = to_numpy(X, name)
     X = _reject_bad_dtype(X, name)
+    if feature_names is not None and is_dataframe(X):
+        cols = [str(c) for c in X.columns]
+        if cols != [str(c) for c in feature_names]:
+            raise ValueError(f"`{name}` has the columns {_names(cols)}, but X has "
+                             f"{_names(list(feature_names))}; pass it with X's columns in X's "
+                             f"order ({name}[X.columns]).")
     _check_n_dims_and_samples(X, name, 1)
     was_uint8 = getattr(X, "dtype", None) == np.uint8
     X = check_array(X, allow_nd=True, dtype=[np.float64, np.float32], input_name=name,

@@ -333,7 +333,9 @@ def _read_csv(path, what, label_column=None):
     An optional header row (any non-numeric cell in the first row); a column named ``y``,
     ``label``, ``labels`` or ``target`` holds the labels (integers or strings), or the one
     named by ``label_column`` (``"none"``: every column is a feature). Blank label cells
-    are an error naming their rows."""
+    are an error naming their rows. With a header (distinct, non-empty names) and pandas
+    installed, ``X`` is a DataFrame of the feature columns, so ``fit`` records their names
+    and ``score`` refuses a file whose columns differ or come in another order."""
     try:
         with open(path, newline="") as fh:
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
@@ -402,6 +404,14 @@ def _read_csv(path, what, label_column=None):
                 y = y.astype(np.int64)
         except ValueError:
             y = np.array(raw)
+    names = [header[j] for j in cols] if header is not None else None
+    if names and len(set(names)) == len(names) and all(names):
+        try:
+            import pandas as pd  # optional dependency: the header's names are then checked
+        except ImportError:
+            pass
+        else:  # the detector records them at fit and refuses other columns when scoring
+            X = pd.DataFrame(X, columns=names)
     return X, y
 
 
@@ -499,13 +509,14 @@ def _cmd_demo(args):
     res = run_demo(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, seed=args.seed,
                    verbose=0 if args.quiet else 1, log=log, device=args.device)
     print("OOD detection on the embedded sample (ID: 1000 Fashion-MNIST test images; AUROC "
-          "per OOD set, higher is better; FPR95 lower is better):")
+          "per OOD set, higher is better; FPR95 lower is better; score: the paper's energy "
+          "-E(x), last row: the package's default score on the AOE-FGSM network):")
     print(demo_table(res["rows"]))
     if not args.no_plot:
         try:
             path = plot_score_histograms(
                 res["scores"], args.out, labels=METHOD_LABELS,
-                ood_labels=OOD_LABELS, title="aoe-detect demo: score = -energy, ID vs OOD")
+                ood_labels=OOD_LABELS, title="aoe-detect demo: -energy (last: default score), ID vs OOD")
             print(f"plot written to {path}")
         except ImportError as exc:
             sys.stderr.write(f"{PROG}: note: plot skipped: {_one_line(exc)}\n")

@@ -261,7 +261,9 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     n_features_in_ : int
         Number of features (tabular) or channels (images).
     feature_names_in_ : ndarray of str
-        Column names, when ``X`` was a DataFrame with string column names.
+        Column names, when ``X`` was a DataFrame with string column names. Every method
+        that takes ``X`` then refuses a DataFrame with missing, extra or reordered columns
+        (select them with ``X[detector.feature_names_in_]``), as scikit-learn does.
     outlier_source_ : object with ``sample(n, generator)``
         The fitted outlier source used for training (only when outlier exposure ran). It
         can hold training data, so it is **not** pickled (see ``__getstate__``) nor saved
@@ -475,6 +477,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
                             progress, val)
             progress.where = "fit (while fitting the score and scoring the validation data)"
             self._calibrate(data, y_tr, gen)
+            _fit_steps.warn_if_inverted(self.history_)  # held-out synthetic outliers, AUROC < 0.5
         except KeyboardInterrupt:
             if progress.kept is None:  # nothing trained yet: fit restores the old state
                 raise
@@ -540,6 +543,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = True  # scipy.sparse is densified (below MAX_DENSE_BYTES)
         tags.non_deterministic = self.random_state is None
         return tags
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 __all__ = ["NonFiniteLossWarning", "TrainingInterruptedWarning", "CalibrationWarning",
            "NoClassesError", "NonFiniteLossError", "CLIError", "StaleScoreError",
-           "NonFiniteScoreWarning", "RobustnessWarning"]
+           "NonFiniteScoreWarning", "RobustnessWarning",
+           "InvertedScoreWarning"]
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -28,6 +29,12 @@ class CalibrationWarning(UserWarning):
 class RobustnessWarning(UserWarning):
     """:func:`aoe_detect.robustness.robust_ood_report` found a sign of a masked or weak
     attack (see its diagnostics): the robust AUROC it reports may be overstated."""
+
+
+class InvertedScoreWarning(UserWarning):
+    """After ``fit``, the energy ranks the held-out synthetic outliers of ``history_`` as more
+    in-distribution than the held-out ID rows (``val_auroc_<family>`` below 0.5): the fit
+    is suspect (refit with another ``random_state``, or check the inputs' scaling)."""
 
 
 class NoClassesError(AttributeError, ValueError):

@@ -113,6 +113,8 @@ def save(detector, path, _partial=False):
     fitted["device_"] = str(getattr(detector, "device_", "cpu"))
     if hasattr(detector, "classes_"):
         fitted["classes_"] = np.asarray(detector.classes_).tolist()
+    if hasattr(detector, "feature_names_in_"):  # DataFrame column names
+        fitted["feature_names_in_"] = [str(c) for c in detector.feature_names_in_]
     fitted["history_"] = getattr(detector, "history_", [])
     scorer = None if _partial else getattr(detector, "scorer_", None)
     if scorer is not None:
@@ -308,6 +310,10 @@ def _check_loaded_fitted(fitted, spec, state, validation_scores, path):
             raise _bad(path, "epsilon_", "not a list of finite radii >= 0, one per feature")
     elif eps is not None and not (_finite_real(eps) and eps >= 0):
         raise _bad(path, "epsilon_", f"{eps!r} is not a finite number >= 0")
+    names = fitted.get("feature_names_in_")
+    if names is not None and not (isinstance(names, list) and len(names) == shape[0]
+                                  and all(isinstance(c, str) for c in names)):
+        raise _bad(path, "feature_names_in_", "not a list of one column name per feature")
     classes = fitted.get("classes_")
     if classes is not None:
         if not isinstance(classes, list) or not classes or len(set(map(repr, classes))) != len(classes):
@@ -522,6 +528,8 @@ def _restore_fitted(det, fitted, payload, dev, path):
     det.epsilon_ = np.asarray(eps, dtype=np.float32) if isinstance(eps, list) else eps
     if "classes_" in fitted:
         det.classes_ = np.asarray(fitted["classes_"])
+    if "feature_names_in_" in fitted:
+        det.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
     det.history_ = fitted.get("history_", [])
     det.validation_scores_ = payload["validation_scores"].numpy()
     if "scorer_" in fitted:

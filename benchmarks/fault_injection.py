@@ -108,7 +108,7 @@ BAD_FIT = [
     ("X strings", {}, lambda d: d.fit(X.astype(str), Y), r"`X` holds strings"),
     ("X object", {}, lambda d: d.fit(np.array([[1.0, "a"]] * 80, dtype=object), Y), r"`X` has dtype object"),
     ("X complex", {}, lambda d: d.fit(X + 1j, Y), r"`X` has dtype complex"),
-    ("X sparse", {}, lambda d: d.fit(scipy.sparse.csr_matrix(X), Y), r"`X` is a sparse matrix"),
+    ("X sparse too large to densify", {}, lambda d: d.fit(scipy.sparse.csr_matrix((300000, 10000)), Y), r"`X` is a sparse matrix of shape"),
     ("X_outliers empty", {}, lambda d: d.fit(X, Y, X_outliers=np.zeros((0, 2))), r"`X_outliers` has 0 sample"),
     ("X_outliers sample shape", {}, lambda d: d.fit(X, Y, X_outliers=np.zeros((5, 3))), r"`X_outliers` has samples of shape \(3,\)"),
     ("X_outliers strings", {}, lambda d: d.fit(X, Y, X_outliers=X[:5].astype(str)), r"`X_outliers` holds strings"),

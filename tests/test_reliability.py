@@ -135,7 +135,7 @@ BAD_TABULAR = [
     case(lambda d: d.fit(np.array([[1.0, "a"]] * 80, dtype=object), Y), ValueError, r"`X` has dtype object with non-numeric values", "X-object"),
     case(lambda d: d.fit(X + 1j, Y), ValueError, r"`X` has dtype complex128; real numbers are expected", "X-complex"),
     case(lambda d: d.fit(X, Y, X_outliers=X[:5].astype(str)), ValueError, r"`X_outliers` holds strings", "X_outliers-strings"),
-    case(lambda d: d.fit(sparse.csr_matrix(X), Y), TypeError, r"`X` is a sparse matrix; sparse input is not supported", "X-scipy-sparse"),
+    case(lambda d: d.fit(sparse.csr_matrix((300000, 10000)), Y), ValueError, r"`X` is a sparse matrix of shape \(300000, 10000\); .* above the limit", "X-scipy-sparse-too-large"),
     case(lambda d: d.score_samples(torch.as_tensor(X).to_sparse()), TypeError, r"`X` is a sparse tensor; sparse input is not supported", "score-torch-sparse"),
     # labels
     case(lambda d: d.fit(X, Y + 0.5), ValueError, r"`y` must hold integer class labels; got fractional values", "y-fractional"),
