@@ -130,6 +130,31 @@ def _keep_better(best, best_e, x, e, direction):
     return torch.where(better.view(shape), x, best), torch.where(better, e, best_e)
 
 
+def _start(x, eps, clip, generator):
+    """A uniform random point of the ``eps``-ball around ``x`` (noise drawn on the CPU)."""
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return _project(x + (2 * noise - 1) * eps, x, eps, clip)
+
+
+def _still_moving(e, early_stop, direction, active, xa, grad, n):
+    """Drop the rows whose energy ``e`` (of this step's forward pass: no extra pass) reached
+    ``early_stop``; returns the remaining row indices, inputs and gradients."""
+    done = (e - early_stop) * -direction <= 0
+    if not bool(done.any()):
+        return active, xa, grad
+    rows = torch.arange(n, device=xa.device) if active is None else active
+    return rows[~done], xa[~done], grad[~done]
+
+
+def _step(x_adv, xa, x, active, delta, eps, clip):
+    """One projected step of the rows still moving (``active``; ``None``: all)."""
+    if active is None:
+        return _project(x_adv + delta, x, eps, clip)
+    x_adv = x_adv.clone()
+    x_adv[active] = _project(xa + delta, x[active], eps, clip)
+    return x_adv
+
+
 def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None,
         temperature=1.0, direction=-1, generator=None, early_stop=None, autocast_dtype=None,
         keep_best=False, trace=None):
@@ -159,26 +184,21 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
         For the random start (on CPU; the noise is moved to ``x``'s device).
     early_stop : float, optional
         Per-sample early stop: a sample whose energy is at or below (direction -1; above
-        for +1) this value after a step stops moving, and the attack ends once every sample
-        has (always at least one step). Later steps run on the remaining samples only,
-        and the energies are those of the gradient's forward pass, so the check adds no
-        forward pass. With ``early_stop=m_in`` of the detector, outliers stop once they look
-        as in-distribution as the ID margin (see ``docs/scaling.md`` for the trade-off).
+        for +1) this value after a step stops moving; the attack ends once all have (at
+        least one step; no extra forward pass). ``early_stop=m_in``: outliers stop once they
+        look as in-distribution as the ID margin (``docs/scaling.md``).
     autocast_dtype : torch.dtype, optional
-        Run the forward under autocast; the energy is computed in float32 from the logits.
-        Under float16 the energy is scaled by :data:`FP16_GRAD_SCALE` before the backward
-        pass so the input gradient does not underflow (its sign is what matters), and
-        samples whose gradient is still tiny (below :data:`FP16_MIN_GRAD`) or non-finite
-        are recomputed in float32.
+        Forward under autocast; the energy in float32 from the logits. Under float16 the
+        energy is scaled by :data:`FP16_GRAD_SCALE` before the backward pass (the gradient's
+        sign is what matters); samples whose gradient is still tiny (below
+        :data:`FP16_MIN_GRAD`) or non-finite are recomputed in float32.
     keep_best : bool, default=False
-        Return, per sample, the best iterate visited (lowest energy for ``direction=-1``,
-        highest for +1), including the start and the last iterate (one more forward pass),
-        instead of the last one: the evaluation protocol of robust-accuracy attacks (sign
-        steps can overshoot). Not combinable with ``early_stop``.
+        Return, per sample, the best iterate visited (start and last included; one more
+        forward pass) instead of the last one, as robust evaluations do (sign steps can
+        overshoot). Not combinable with ``early_stop``.
     trace : list, optional
-        If given, every forward pass appends its per-sample energies (float32, CPU): entry 0
-        is the start point, entry ``k`` the iterate after ``k`` steps (the last iterate is
-        evaluated only with ``keep_best``). For convergence checks of the attack.
+        Every forward pass appends its per-sample energies (CPU): entry ``k`` is the iterate
+        after ``k`` steps (the last one only with ``keep_best``); for convergence checks.
 
     Returns
     -------
@@ -191,15 +211,9 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
     eps = _as_bound(eps, x)
     if isinstance(eps, (int, float)) and eps == 0:
         return x.clone()
-    if step_size is None:
-        step_size = 2.5 * eps / max(steps, 1)
-    step_size = _as_bound(step_size, x)
+    step_size = _as_bound(2.5 * eps / max(steps, 1) if step_size is None else step_size, x)
     with eval_mode(model):
-        if random_start:
-            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-            x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clip)
-        else:
-            x_adv = x.clone()
+        x_adv = _start(x, eps, clip, generator) if random_start else x.clone()
         active = None  # rows still moving under early_stop (None: all)
         best = best_e = None
         for step in range(steps):
@@ -210,19 +224,10 @@ def pgd(model, x, eps, *, steps=10, step_size=None, random_start=True, clip=None
             if keep_best:
                 best, best_e = _keep_better(best, best_e, xa, e, direction)
             if early_stop is not None and step > 0:
-                # the energies of this forward decide: no extra forward pass per step
-                done = (e - early_stop) * -direction <= 0
-                if bool(done.any()):
-                    rows = torch.arange(len(x), device=x.device) if active is None else active
-                    active, xa, grad = rows[~done], xa[~done], grad[~done]
-                    if len(active) == 0:
-                        break
-            if active is None:
-                x_adv = _project(x_adv + direction * step_size * grad.sign(), x, eps, clip)
-            else:
-                x_adv = x_adv.clone()
-                x_adv[active] = _project(xa + direction * step_size * grad.sign(), x[active],
-                                         eps, clip)
+                active, xa, grad = _still_moving(e, early_stop, direction, active, xa, grad, len(x))
+                if active is not None and len(active) == 0:
+                    break
+            x_adv = _step(x_adv, xa, x, active, direction * step_size * grad.sign(), eps, clip)
         if keep_best:  # the last iterate is judged too
             e = _energies(model, x_adv, temperature, autocast_dtype)
             if trace is not None:

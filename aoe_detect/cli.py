@@ -327,6 +327,44 @@ _LABEL_LIKE = ("class", "classes", "targets", "category", "outcome", "ood", "is_
                "outlier", "is_outlier", "y_true")
 
 
+def _label_column_index(header, label_column, what, path):
+    """Index of the label column: the one ``--label-column`` names (``"none"``: no labels),
+    else a column named like ``_LABEL_COLUMNS``; label-like names (``_LABEL_LIKE``) warn."""
+    if label_column is not None and label_column.lower() != "none":
+        if header is None or label_column not in header:
+            raise CLIError(f"--label-column {label_column!r}: {what} file {path} has no column "
+                           f"of that name (columns: {', '.join(header or []) or 'no header'})")
+        return header.index(label_column)
+    if header is None or label_column is not None:
+        return None
+    hits = [i for i, h in enumerate(header) if h.lower() in _LABEL_COLUMNS]
+    if len(hits) > 1:
+        raise CLIError(f"{what} file {path} has several label columns "
+                       f"({', '.join(header[i] for i in hits)}); keep one")
+    like = [h for h in header if h.lower() in _LABEL_LIKE]
+    if like:
+        warnings.warn(f"{what} file {path}: column {like[0]!r} looks like labels but is used "
+                      f"as a feature; pass --label-column {like[0]} if it holds the labels "
+                      "(or --label-column none to silence this)", UserWarning)
+    return hits[0] if hits else None
+
+
+def _parse_labels(rows, header, label_col, what, path):
+    """The label column: integers when every cell is an integral number, else strings;
+    blank cells are an error naming their file lines."""
+    raw = [r[label_col].strip() for r in rows]
+    blank = [i + 1 + (header is not None) for i, v in enumerate(raw) if not v]
+    if blank:
+        raise CLIError(f"{what} file {path}: the label column {header[label_col]!r} is blank "
+                       f"in {len(blank)} row(s) (file lines {blank[:10]}); give every row a "
+                       "label (-1 for an outlier row)")
+    try:
+        y = np.array([float(v) for v in raw])
+    except ValueError:
+        return np.array(raw)
+    return y.astype(np.int64) if np.all(np.isfinite(y)) and np.all(y == np.round(y)) else y
+
+
 def _read_csv(path, what, label_column=None):
     """``(X float64 (n, d), y or None)`` from a CSV file of numbers.
 
@@ -364,23 +402,7 @@ def _read_csv(path, what, label_column=None):
     if header is not None and len(header) != width:
         raise CLIError(f"{what} file {path}: the header has {len(header)} columns, the data "
                        f"{width}")
-    label_col = None
-    if label_column is not None and label_column.lower() != "none":
-        if header is None or label_column not in header:
-            raise CLIError(f"--label-column {label_column!r}: {what} file {path} has no column "
-                           f"of that name (columns: {', '.join(header or []) or 'no header'})")
-        label_col = header.index(label_column)
-    elif header is not None and label_column is None:
-        hits = [i for i, h in enumerate(header) if h.lower() in _LABEL_COLUMNS]
-        if len(hits) > 1:
-            raise CLIError(f"{what} file {path} has several label columns "
-                           f"({', '.join(header[i] for i in hits)}); keep one")
-        label_col = hits[0] if hits else None
-        like = [h for h in header if h.lower() in _LABEL_LIKE]
-        if like:
-            warnings.warn(f"{what} file {path}: column {like[0]!r} looks like labels but is used "
-                          f"as a feature; pass --label-column {like[0]} if it holds the labels "
-                          "(or --label-column none to silence this)", UserWarning)
+    label_col = _label_column_index(header, label_column, what, path)
     cols = [j for j in range(width) if j != label_col]
     if not cols:
         raise CLIError(f"{what} file {path} has no feature columns")
@@ -389,21 +411,7 @@ def _read_csv(path, what, label_column=None):
     except ValueError as exc:
         raise CLIError(f"{what} file {path} has a non-numeric feature value: "
                        f"{_one_line(exc)}") from None
-    y = None
-    if label_col is not None:
-        raw = [r[label_col].strip() for r in rows]
-        blank = [i + 1 + (header is not None) for i, v in enumerate(raw) if not v]
-        if blank:
-            raise CLIError(f"{what} file {path}: the label column {header[label_col]!r} is blank "
-                           f"in {len(blank)} row(s) (file lines {blank[:10]}); give every row a "
-                           "label (-1 for an outlier row)")
-        try:
-            vals = [float(v) for v in raw]
-            y = np.array(vals)
-            if np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-                y = y.astype(np.int64)
-        except ValueError:
-            y = np.array(raw)
+    y = None if label_col is None else _parse_labels(rows, header, label_col, what, path)
     names = [header[j] for j in cols] if header is not None else None
     if names and len(set(names)) == len(names) and all(names):
         try:

@@ -81,9 +81,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         second argument) replace this source.
     attack : {"fgsm", "pgd", "gaussian", "none"}, attack object or None, default="fgsm"
         Augmentation of the training outliers: FGSM/PGD toward lower energy (AOE),
-        Gaussian noise (baseline) or none (vanilla OE). Objects from
-        :mod:`aoe_detect.attacks` expose their parameters to ``set_params``
-        (``attack__steps``).
+        Gaussian noise (baseline) or none (vanilla OE). Objects from :mod:`aoe_detect.attacks`
+        expose their parameters to ``set_params`` (``attack__steps``).
     epsilon : float or "auto", default="auto"
         Attack radius (Gaussian: noise std) in the units of the inputs as given (pixel units
         in [0, 1] for images; uint8 images are scaled to [0, 1] first). ``"auto"``: 8/255 for
@@ -261,9 +260,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     n_features_in_ : int
         Number of features (tabular) or channels (images).
     feature_names_in_ : ndarray of str
-        Column names, when ``X`` was a DataFrame with string column names. Every method
-        that takes ``X`` then refuses a DataFrame with missing, extra or reordered columns
-        (select them with ``X[detector.feature_names_in_]``), as scikit-learn does.
+        Column names, when ``X`` was a DataFrame with string column names; scoring then
+        refuses other or reordered columns (``X[detector.feature_names_in_]`` selects them).
     outlier_source_ : object with ``sample(n, generator)``
         The fitted outlier source used for training (only when outlier exposure ran). It
         can hold training data, so it is **not** pickled (see ``__getstate__``) nor saved
@@ -504,8 +502,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         return None if targets is None else torch.as_tensor(targets, dtype=torch.long)
 
     def _set_margins(self, X_train, device):
-        """``m_in_`` / ``m_out_`` (the loss object's margins or the shortcuts); a warm start
-        that continues outlier exposure keeps the margins it started with."""
+        """``m_in_`` / ``m_out_``; a warm start continuing outlier exposure keeps its own."""
         keep = self.warm_start and any(r["stage"] == "finetune" for r in self.history_)
         _, _, m_in, m_out = loss_settings(self.loss, self.lam, self.m_in, self.m_out)
         self.m_in_, self.m_out_ = _fit_steps.auto_margins(
@@ -542,8 +539,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.input_tags.sparse = True  # scipy.sparse is densified (below MAX_DENSE_BYTES)
+        tags.input_tags.allow_nan, tags.input_tags.sparse = False, True  # sparse: densified
         tags.non_deterministic = self.random_state is None
         return tags
 
