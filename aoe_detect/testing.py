@@ -30,7 +30,7 @@ from .attacks import ATTACKS
 from .losses import LOSS_CONFIGS
 from .outliers import OUTLIER_SOURCES, ArrayOutliers, GeneratorOutliers, Mixture
 
-__all__ = ["snapshot", "changed", "describe_change", "bad_values", "constraint_cases",
+__all__ = ["quiet", "snapshot", "changed", "describe_change", "bad_values", "constraint_cases",
            "nested_classes", "check_bad_param", "expected_results", "numpy_scalar_params", "PUBLIC_CALLS"]
 
 
@@ -273,6 +273,14 @@ def numpy_scalar_params(estimator_cls, defaults):
 #: Tiny, fast detector settings used by the reliability tests and the fault-injection script.
 TINY = dict(epochs=1, pretrain_epochs=1, batch_size=32, device="cpu", random_state=0,
             outliers="uniform")
+
+
+def quiet(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with every warning silenced (for fixtures whose warnings are
+    tested elsewhere)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
 
 
 def tiny_blobs():

@@ -1,8 +1,8 @@
 """Shared by the reliability tests of round two (issue 11), which are split by capability into
 ``test_failed_calls.py``, ``test_tampered_files.py``, ``test_fit_second_argument.py``,
 ``test_parameter_checks.py`` and ``test_small_data_and_conformal.py``: their imports, the tiny
-blobs, a module-scoped tiny fit (``fitted``: each test module that imports it fits once) and
-``fails_untouched`` (a failing call leaves the detector bitwise unchanged).
+blobs and ``fails_untouched`` (a failing call leaves the detector bitwise unchanged). The
+module-scoped tiny fit ``fitted`` is the one of ``conftest.py`` (one fit per test module).
 
 The test modules import everything here with ``from _tiny_fitted import *``."""
 
@@ -23,21 +23,10 @@ from aoe_detect._state import CalibrationWarning, conformal_offset, keep_classes
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import NoClassesError
 from aoe_detect.outliers import UniformNoise
-from aoe_detect.testing import (TINY, FlatInTrain, NoParams, describe_change, set_json, snapshot,
-                                tamper, tiny_blobs)
+from aoe_detect.testing import (TINY, FlatInTrain, NoParams, describe_change, quiet, set_json,
+                                snapshot, tamper, tiny_blobs)
 
 X, Y, PROBE = tiny_blobs()
-
-
-def quiet(fn, *a, **k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **k)
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    return quiet(AOEDetector(**TINY).fit, X, Y)
 
 
 def fails_untouched(det, call, exc, match, probe=PROBE):

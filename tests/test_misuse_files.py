@@ -3,22 +3,15 @@ validity, so every loaded score statistic is checked as ``fit`` would have made 
 training checkpoint is never mistaken for a detector. docs/failure_modes.md lists these."""
 
 import json
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from aoe_detect import AOEDetector
-from aoe_detect.testing import TINY, set_json, tamper, tiny_blobs
+from aoe_detect.testing import TINY, quiet, set_json, tamper, tiny_blobs
 
 X, Y, PROBE = tiny_blobs()
-
-
-def quiet(fn, *a, **k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **k)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ reinterpreted silently, user objects fail clearly, a failed refit changes nothin
 docs/failure_modes.md lists these cases."""
 
 import copy
-import warnings
 
 import numpy as np
 import pytest
@@ -13,20 +12,9 @@ from aoe_detect import AOEDetector
 from aoe_detect.attacks import PGD
 from aoe_detect.exceptions import NonFiniteLossError
 from aoe_detect.model_selection import OODStratifiedKFold
-from aoe_detect.testing import TINY, describe_change, snapshot, tiny_blobs
+from aoe_detect.testing import TINY, describe_change, quiet, snapshot, tiny_blobs
 
 X, Y, PROBE = tiny_blobs()
-
-
-def quiet(fn, *a, **k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **k)
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    return quiet(AOEDetector(**TINY).fit, X, Y)
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 from aoe_detect import AOEDetector
 from aoe_detect.exceptions import CalibrationWarning, StaleScoreError
-from aoe_detect.testing import TINY, describe_change, snapshot, tiny_blobs
+from aoe_detect.testing import TINY, describe_change, quiet, snapshot, tiny_blobs
 
 X, Y, PROBE = tiny_blobs()
 # 20 features: rows of +-1e37 overflow float32 inside the MLP (inf - inf = NaN)
@@ -21,17 +20,6 @@ X20 = _R.normal(0, 1, (100, 20))
 Y20 = (X20[:, 0] > 0).astype(int)
 HUGE20 = np.r_[np.full((1, 20), 1e37), np.full((1, 20), -1e37), _R.choice([-1e37, 1e37], (3, 20)),
                np.full((1, 20), 3e38)]
-
-
-def quiet(fn, *a, **k):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*a, **k)
-
-
-@pytest.fixture(scope="module")
-def fitted():
-    return quiet(AOEDetector(**TINY).fit, X, Y)  # energy+mahalanobis
 
 
 @pytest.fixture(scope="module")
