@@ -587,21 +587,26 @@ TAMPER = [
 ]
 
 
+def _load_outcome(path, pattern):
+    """``(handled, lost, detail)`` of loading an edited file: handled when ``load`` raises a
+    ValueError matching ``pattern``; a file that loads is a loss."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            AOEDetector.load(path)
+        return False, True, "loaded"
+    except ValueError as exc:
+        return re.search(pattern, str(exc)) is not None, False, str(exc)[:100]
+    except Exception as exc:
+        return False, False, f"unexpected {type(exc).__name__}: {exc}"
+
+
 def tamper_cases(fitted):
     with tempfile.TemporaryDirectory() as tmp:
         for name, edit, recompute, pattern in TAMPER:
             path = fitted.save(os.path.join(tmp, "t.aoe"))
             tamper(path, edit, recompute)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    AOEDetector.load(path)
-                handled, lost, detail = False, True, "loaded"
-            except ValueError as exc:
-                handled, lost, detail = re.search(pattern, str(exc)) is not None, False, str(exc)[:100]
-            except Exception as exc:
-                handled, lost, detail = False, False, f"unexpected {type(exc).__name__}: {exc}"
-            yield ("persistence: edited file, checksum recomputed", name, handled, lost, detail)
+            yield ("persistence: edited file, checksum recomputed", name, *_load_outcome(path, pattern))
 
 
 def interrupt_anywhere_cases():
@@ -702,14 +707,8 @@ def round_three_cases(fitted):
         for name, edit, pattern in edits:
             path = fitted.save(os.path.join(tmp, "t.aoe"))
             tamper(path, edit, True)
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    AOEDetector.load(path)
-                handled, lost, detail = False, True, "loaded"
-            except ValueError as exc:
-                handled, lost, detail = re.search(pattern, str(exc)) is not None, False, str(exc)[:100]
-            yield ("issue 20: edited score statistics, checksum recomputed", name, handled, lost, detail)
+            yield ("issue 20: edited score statistics, checksum recomputed", name,
+                   *_load_outcome(path, pattern))
 
 
 # ------------------------------------------------------------------------ main
