@@ -31,7 +31,7 @@ from ._loading import DatasetView, _ChunkSampler, is_dataset, make_loader, scori
 from ._fit_steps import seed_from
 from ._training import amp_dtype, batched_outputs, compiled
 from ._validation import check_epsilon, check_input_range, check_inputs
-from .attacks import ATTACKS, attack_radius, resolve_attack
+from .attacks import ATTACKS, attack_radius, eval_mode, resolve_attack
 from .exceptions import NoClassesError, NonFiniteScoreWarning, StaleScoreError
 from .losses import LOSS_CONFIGS, energy
 from .metrics import auroc_scorer
@@ -442,7 +442,7 @@ class PredictMixin:
                 f"outlier_label={marker!r} is an integer, so no row is marked OOD"
                 + (f" ({n_like} row(s) are the string {str(marker)!r}, not the integer)"
                    if n_like else "") + ". Pass numeric labels (y < 0 = OOD), or "
-                f"set_params(outlier_label=<the string>).")
+                "set_params(outlier_label=<the string>).")
         numeric = y_arr is not None and y_arr.dtype.kind in "biuf"
         if y_arr is not None and not (numeric and not isinstance(marker, str) and marker < 0):
             # string labels or a non-negative marker: map to the -1 / +1 convention first
@@ -625,13 +625,8 @@ class PredictMixin:
             k, width = _probe_widths(self.module_, head, first, self.device_)
         else:
             head = None
-            with torch.inference_mode():
-                was = self.module_.training
-                self.module_.eval()
-                try:
-                    k = width = int(self.module_(first.to(self.device_)).shape[1])
-                finally:
-                    self.module_.train(was)
+            with torch.inference_mode(), eval_mode(self.module_):
+                k = width = int(self.module_(first.to(self.device_)).shape[1])
         if len(X_val) * width > MAX_KEPT_HELD_OUT:
             return None
         out = torch.from_numpy(self._rows().apply(X_val, lambda t: t, np.float32, model=head,

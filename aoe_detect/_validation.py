@@ -14,8 +14,8 @@ from sklearn.utils import check_array
 from ._compat import validate_data
 from ._torch_utils import pixels_to_unit
 
-__all__ = ["to_numpy", "is_dataframe", "MAX_DENSE_BYTES", "check_inputs", "check_more_inputs", "check_input_range", "labels_from_y",
-           "is_outlier_array", "check_epsilon", "FitRecord"]
+__all__ = ["to_numpy", "is_dataframe", "MAX_DENSE_BYTES", "check_inputs", "check_more_inputs",
+           "check_input_range", "labels_from_y", "is_outlier_array", "check_epsilon", "FitRecord"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
