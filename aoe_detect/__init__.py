@@ -3,8 +3,7 @@
 The public estimator is :class:`AOEDetector`; see the user guide in ``docs/``.
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .detector import AOEDetector  # noqa: E402
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: E402
                          TrainingInterruptedWarning)

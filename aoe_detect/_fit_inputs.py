@@ -28,14 +28,13 @@ import torch
 from torch.utils.data import Subset
 
 from ._loading import DatasetView, any_dataset, dataset_labels, inspect_dataset, is_dataset
-from ._state import keep_classes_in_training
 from ._validation import (FitRecord, check_input_range, check_inputs, check_more_inputs,
                           is_outlier_array, labels_from_y)
 from .outliers import ArrayOutliers, DatasetOutliers, Mixture, resolve_outliers
 
 __all__ = ["FitInputs", "prepare_fit_inputs", "split_validation", "fit_outlier_source",
            "resolve_input_range", "input_params", "prepare_fit", "combine_outliers",
-           "outlier_source"]
+           "outlier_source", "keep_classes_in_training"]
 
 _AMBIGUOUS = ("Ambiguous call: fit(X_id, X_outliers) was given outliers as the second "
               "positional argument AND as `X_outliers`; pass one.")
@@ -113,7 +112,7 @@ def input_params(estimator):
     return {"outliers": estimator.outliers, "input_range": estimator.input_range,
             "outlier_label": getattr(estimator, "outlier_label", -1),
             "backbone_is_name": isinstance(estimator.backbone, str),
-            "num_workers": getattr(estimator, "num_workers", 0),
+            "num_workers": estimator._runtime.num_workers,
             "estimator_name": type(estimator).__name__}
 
 
@@ -301,6 +300,30 @@ def prepare_fit_inputs(X, y=None, X_outliers=None, *, outliers=None, input_range
         parts = [] if inputs.outliers is None else [inputs.outliers]
     parts += [_outlier_view(d, inputs.sample_shape, inputs.input_range) for d in ds_outliers]
     return dataclasses.replace(inputs, outliers=combine_outliers(parts, num_workers))
+
+
+def keep_classes_in_training(perm, n_val, labels):
+    """Split a permutation into ``(val_idx, train_idx)`` with ``n_val`` held-out rows, then
+    move back into training the first held-out row of every class that would otherwise
+    have no training row (so no class silently vanishes from training). Without labels,
+    or when every class keeps a training row, this is exactly ``perm[:n_val], perm[n_val:]``.
+    """
+    val, tr = perm[:n_val], perm[n_val:]
+    if labels is None or n_val == 0:
+        return val, tr
+    labels = np.asarray(labels)
+    missing = np.setdiff1d(np.unique(labels[val]), np.unique(labels[tr]))
+    if missing.size == 0:
+        return val, tr
+    move = np.array([int(np.flatnonzero(labels[val] == c)[0]) for c in missing])
+    keep = np.ones(len(val), dtype=bool)
+    keep[move] = False
+    if not keep.any():
+        raise ValueError(f"`validation_fraction` holds out {n_val} row(s), but keeping every class "
+                         f"in training (classes {missing[:5].tolist()} have too few rows) leaves no "
+                         "held-out row for the threshold; give more rows per class or set "
+                         "validation_fraction=0.")
+    return val[keep], np.concatenate([tr, val[move]])
 
 
 def split_validation(inputs, validation_fraction, rng, num_workers=0):

@@ -250,7 +250,7 @@ def auto_margins(m_in, m_out, id_energies=None, kept=None):
     gap = max(AUTO_MARGIN_GAP, 1e-6 * abs(m_in_))
     m_out_ = m_in_ + gap if m_out == "auto" else float(m_out)
     if m_out_ <= m_in_:
-        raise ValueError(f"`m_out` ({m_out_}) must be greater than `m_in` ({m_in_}).")
+        raise ValueError(f"`loss__m_out` ({m_out_}) must be greater than `loss__m_in` ({m_in_}).")
     return m_in_, m_out_
 
 

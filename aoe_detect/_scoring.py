@@ -25,15 +25,15 @@ import scipy.sparse
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from . import _state
+from . import _params, _state
 from . import distributed as _distributed
 from ._loading import DatasetView, _ChunkSampler, is_dataset, make_loader, scoring_view
 from ._fit_steps import seed_from
 from ._training import amp_dtype, batched_outputs, compiled
 from ._validation import check_epsilon, check_input_range, check_inputs
-from .attacks import ATTACKS, attack_radius, eval_mode, resolve_attack
+from .attacks import attack_radius, eval_mode, resolve_attack
 from .exceptions import NoClassesError, NonFiniteScoreWarning, StaleScoreError
-from .losses import LOSS_CONFIGS, energy
+from .losses import energy
 from .metrics import auroc_scorer
 from .model_selection import ood_mask
 from .scores import (FEATURE_SCORES, EnergyScore, KNNScore, LogitsAndFeatures, ScoreHead,
@@ -45,17 +45,17 @@ __all__ = ["SCORE_CHUNK_ROWS", "Rows", "infer_batch", "fit_scorer", "PredictMixi
 #: Parameters that shape the fitted score or its threshold. After ``set_params`` of one of
 #: them, the next call that scores (or ``save``) brings the fitted state in line: the
 #: threshold is recomputed for a new ``contamination`` (from ``validation_scores_``), the
-#: score and threshold for a new ``temperature`` or ``knn_k`` (from the held-out outputs
-#: kept at ``fit``, or from the data given to ``recalibrate(X)``); a new ``ood_score``,
-#: ``feature_layer`` or ``knn_max_samples`` needs the training features, so scoring is
+#: score and threshold for a new ``temperature`` or ``ood_score__k`` (from the held-out
+#: outputs kept at ``fit``, or from the data given to ``recalibrate(X)``); a new score name,
+#: ``ood_score__feature_layer`` or ``ood_score__max_samples`` needs the training features, so scoring is
 #: refused with a :class:`~aoe_detect.exceptions.StaleScoreError` until ``fit`` (or until
 #: the parameter is set back). Setting a parameter back restores the fitted state exactly.
-SCORE_PARAMS = ("ood_score", "feature_layer", "knn_k", "knn_max_samples", "temperature",
-                "contamination")
-_REFIT_PARAMS = ("ood_score", "feature_layer", "knn_max_samples")
+SCORE_PARAMS = ("ood_score", "ood_score__feature_layer", "ood_score__k",
+                "ood_score__max_samples", "temperature", "contamination")
+_REFIT_PARAMS = ("ood_score", "ood_score__feature_layer", "ood_score__max_samples")
 
 #: The held-out logits (and features, for feature scores) are kept in memory after ``fit``
-#: (for a new ``temperature`` / ``knn_k``) only when they hold at most this many numbers
+#: (for a new ``temperature`` / ``ood_score__k``) only when they hold at most this many numbers
 #: (16 MB of float32); larger held-out sets need ``recalibrate(X)`` after such a change.
 #: They are neither pickled nor saved.
 MAX_KEPT_HELD_OUT = 2 ** 22
@@ -165,17 +165,17 @@ def _probe_widths(module, head, X_train, device):
     return out.shape[1] - head._layer_width, int(out.shape[1])
 
 
-def fit_scorer(rows, X_train, y_train, X_val, generator, *, ood_score, temperature, knn_k,
-               knn_max_samples, feature_layer, has_classes):
-    """The fitted score of ``ood_score``: statistics of the features of the fine-tuned
+def fit_scorer(rows, X_train, y_train, X_val, generator, ood_score, *, temperature,
+               has_classes):
+    """The fitted score of ``ood_score`` (an :class:`~aoe_detect.scores.OODScore`): statistics of the features of the fine-tuned
     ``rows.module`` on the ID training rows; a sum of scores standardised on the held-out
     rows. Labels of the rows: ``y_train`` unless ``X_train`` is a subset of a streamed
     Dataset; then (and for a label-free fit of a pretrained module) the backbone's
     predictions (a Dataset's fit subset is all its rows, in order, when it has few enough)."""
-    scorer = build_scorer(ood_score, temperature=temperature, knn_k=knn_k,
-                          knn_max_samples=knn_max_samples)
+    scorer = build_scorer(ood_score.name, temperature=temperature, knn_k=ood_score.k,
+                          knn_max_samples=ood_score.max_samples)
     if scorer.needs_features:
-        head = LogitsAndFeatures(rows.module, feature_layer)
+        head = LogitsAndFeatures(rows.module, ood_score.feature_layer)
         k, width = _probe_widths(rows.module, head, X_train, rows.device)
         out = torch.from_numpy(rows.apply(X_train, lambda t: t, np.float32, model=head,
                                           tail=(width,)))
@@ -189,7 +189,7 @@ def fit_scorer(rows, X_train, y_train, X_val, generator, *, ood_score, temperatu
         scorer = scorer.fit(logits, feats, labels, generator).to(rows.device)
         if isinstance(scorer, SumScore):
             comp = rows.apply(X_val, lambda t: t, np.float32,
-                              model=ScoreHead(rows.module, scorer, feature_layer, components=True),
+                              model=ScoreHead(rows.module, scorer, ood_score.feature_layer, components=True),
                               tail=(len(scorer.parts),))
             scorer.fit_normalisation(torch.from_numpy(comp).to(rows.device))
     return scorer.to(rows.device)
@@ -205,10 +205,9 @@ class PredictMixin:
     def _rows(self):
         """:class:`Rows` for ``module_`` with the current scoring parameters."""
         dev = self.device_
-        return Rows(self.module_, dev, self._infer_batch(), getattr(self, "num_workers", 0),
-                    getattr(self, "compile", False), getattr(self, "amp", False),
-                    use_channels_last(getattr(self, "channels_last", "auto"),
-                                      self.input_shape_, dev))
+        rt = self._runtime
+        return Rows(self.module_, dev, self._infer_batch(), rt.num_workers, rt.compile, rt.amp,
+                    use_channels_last(rt.channels_last, self.input_shape_, dev))
 
     def _score_model(self):
         """``(model, temperature)`` whose energy the attacks lower: the backbone with
@@ -216,7 +215,7 @@ class PredictMixin:
         scorer = getattr(self, "scorer_", None)
         if scorer is None or scorer.name == "energy":
             return self.module_, self.temperature
-        return ScoreHead(self.module_, scorer, self.feature_layer), 1.0
+        return ScoreHead(self.module_, scorer, self._score.feature_layer), 1.0
 
     def _score_fn(self):
         """``(fn, model)``: ``-E`` of the logits of ``module_`` for the energy score, else
@@ -242,7 +241,7 @@ class PredictMixin:
             part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
             scores = _distributed.gather_rows(self._chosen_scores(part), len(X_val))
         scores = self._finite_scores(scores)
-        _state.check_spread(scores, self.ood_score, self.validation_fraction)
+        _state.check_spread(scores, self._score_name, self.validation_fraction)
         return scores
 
     def _check_X(self, X):
@@ -256,7 +255,7 @@ class PredictMixin:
         validated and converted chunk by chunk, so memory does not grow with ``len(X)``
         beyond the output (chunks are whole scoring batches: results are identical)."""
         check_is_fitted(self, "offset_")
-        _state.check_params(self)  # scoring-time parameters may have changed since fit
+        _params.check_params(self)  # scoring-time parameters may have changed since fit
         rows = self._rows()
         if is_dataset(X):
             view = scoring_view(X, self.input_shape_, self.input_range_)
@@ -315,15 +314,6 @@ class PredictMixin:
         """
         return np.where(self.decision_function(X) < 0, -1, 1)
 
-    def set_params(self, **params):
-        """Set parameters (scikit-learn's ``set_params``). ``attack__eps`` on
-        ``attack="fgsm"`` (and ``loss__lam`` on ``loss="energy"``) first replaces the name
-        by its object (``FGSM()``); after ``fit`` see :data:`SCORE_PARAMS`."""
-        for first in _state.named_components(self, params, {"attack": ATTACKS,
-                                                             "loss": LOSS_CONFIGS}):
-            super().set_params(**first)
-        return super().set_params(**params)
-
     def recalibrate(self, X=None, contamination=None, *, X_id=None):
         """Re-threshold without refitting.
 
@@ -332,7 +322,7 @@ class PredictMixin:
         X : array-like, optional
             In-distribution data to compute the threshold on (default: the scores the
             current threshold rests on, ``validation_scores_``). With ``X``, a score
-            changed by ``set_params(temperature=...)`` or ``knn_k=...`` is also rebuilt on
+            changed by ``set_params(temperature=...)`` or ``ood_score__k=...`` is also rebuilt on
             it (the standardisation of a sum score included), and ``validation_scores_``
             become the scores of ``X``.
         contamination : float in (0, 0.5], optional
@@ -354,7 +344,7 @@ class PredictMixin:
                     isinstance(contamination, numbers.Real) and 0 < contamination <= 0.5):
                 raise ValueError(f"`contamination` must be in (0, 0.5], got {contamination!r}.")
         else:
-            _state.check_param(self, "contamination")  # may have been changed by set_params
+            _params.check_param(self, "contamination")  # may have been changed by set_params
         old_c = self.contamination
         state = {k: self.__dict__.get(k) for k in ("scorer_", "validation_scores_", "offset_",
                                                    "_score_base", "_score_applied", "_held_out")}
@@ -363,7 +353,7 @@ class PredictMixin:
                 self.contamination = contamination
             try:
                 self._sync_score()
-            except StaleScoreError as exc:  # a new temperature / knn_k: rebuilt on X
+            except StaleScoreError as exc:  # a new temperature / ood_score__k: rebuilt on X
                 if X is None or not getattr(exc, "needs_data", False):
                     raise
                 self._sync_score(self._check_X_all(X))
@@ -472,7 +462,7 @@ class PredictMixin:
         ndarray of shape (n, *input_shape_), float32, in the detector's input units
         (images in [0, 1], channels-first).
         """
-        _state.check_params(self)
+        _params.check_params(self)
         self._sync_score()  # parameters set after fit: see SCORE_PARAMS
         Xt = self._check_X(X)
         if epsilon is not None:
@@ -480,7 +470,7 @@ class PredictMixin:
         if isinstance(direction, (bool, np.bool_)) or direction not in (-1, 1):
             raise ValueError(f"`direction` must be -1 (toward lower energy) or 1, got {direction!r}.")
         att = resolve_attack(attack)
-        _state.validate_object(att, "attack")
+        _params.validate_object(att, "attack")
         if att is None:
             return Xt.numpy().copy()  # never the caller's own array
         eps = attack_radius(att, self.epsilon_ if epsilon is None else epsilon,
@@ -501,16 +491,18 @@ class PredictMixin:
     # ------------------------------------------------ fitted score vs. current parameters
     def _score_params(self):
         """The current values of :data:`SCORE_PARAMS` that matter to the fitted score:
-        ``feature_layer`` only for feature scores, the ``knn_*`` ones only with a k-NN part,
+        ``ood_score__feature_layer`` only for feature scores, ``ood_score__k`` and
+        ``ood_score__max_samples`` only with a k-NN part,
         ``temperature`` only with an energy part (others change nothing fitted)."""
         scorer = self.__dict__.get("scorer_")
-        name = getattr(scorer, "name", None) or self.ood_score  # the fitted score's name
+        name = getattr(scorer, "name", None) or self._score_name  # the fitted score's name
         parts = name.split("+") if isinstance(name, str) else []
-        out = {"ood_score": self.ood_score, "contamination": self.contamination}
+        score = self._score
+        out = {"ood_score": self._score_name, "contamination": self.contamination}
         if name in FEATURE_SCORES:
-            out["feature_layer"] = self.feature_layer
+            out["ood_score__feature_layer"] = score.feature_layer
         if "knn" in parts:
-            out["knn_k"], out["knn_max_samples"] = self.knn_k, self.knn_max_samples
+            out["ood_score__k"], out["ood_score__max_samples"] = score.k, score.max_samples
         if "energy" in parts:
             out["temperature"] = self.temperature
         return out
@@ -541,7 +533,7 @@ class PredictMixin:
         if X is None and _same_params(now, getattr(self, "_score_applied", None)):
             return
         changed = [k for k in now if not _same_value(now[k], base["params"].get(k))]
-        _state.check_params(self, changed)
+        _params.check_params(self, changed)
         refit = [k for k in changed if k in _REFIT_PARAMS]
         if refit:
             k = refit[0]
@@ -550,7 +542,7 @@ class PredictMixin:
                 f"were computed for {k}={base['params'][k]!r} (on the training features, which "
                 f"are not kept). Call fit again, or set_params({k}={base['params'][k]!r}) to "
                 "score with the fitted detector.")
-        rebuild = [k for k in changed if k in ("temperature", "knn_k")]
+        rebuild = [k for k in changed if k in ("temperature", "ood_score__k")]
         scorer, scores = base["scorer_"], base["validation_scores_"]
         if rebuild:
             held = getattr(self, "_held_out", None)
@@ -573,13 +565,14 @@ class PredictMixin:
         self._score_applied = now
 
     def _rescorer(self, scorer, now):
-        """A copy of the fitted ``scorer`` with the current ``temperature`` / ``knn_k``."""
+        """A copy of the fitted ``scorer`` with the current ``temperature`` / ``ood_score__k``."""
         new = copy.deepcopy(scorer)
         for m in new.modules():
             if isinstance(m, EnergyScore) and "temperature" in now:
                 m.temperature = float(now["temperature"])
-            if isinstance(m, KNNScore) and "knn_k" in now:
-                m.k = now["knn_k"] if isinstance(now["knn_k"], str) else int(now["knn_k"])
+            if isinstance(m, KNNScore) and "ood_score__k" in now:
+                k = now["ood_score__k"]
+                m.k = k if isinstance(k, str) else int(k)
                 m._index = None
                 m.check_k()
         return new
@@ -591,7 +584,7 @@ class PredictMixin:
         with torch.inference_mode():
             if X is not None:
                 if isinstance(scorer, SumScore):
-                    head = ScoreHead(self.module_, scorer, self.feature_layer, components=True)
+                    head = ScoreHead(self.module_, scorer, self._score.feature_layer, components=True)
                     comp = rows.apply(X, lambda t: t, np.float32, model=head,
                                       tail=(len(scorer.parts),))
                     scorer.fit_normalisation(torch.from_numpy(comp).to(self.device_))
@@ -599,7 +592,7 @@ class PredictMixin:
                     T = self.temperature
                     return rows.apply(X, lambda t: -energy(t, T), np.float64)
                 return rows.apply(X, lambda s: s[:, 0], np.float64,
-                                  model=ScoreHead(self.module_, scorer, self.feature_layer))
+                                  model=ScoreHead(self.module_, scorer, self._score.feature_layer))
             logits = held["logits"].to(self.device_)
             feats = None if held.get("features") is None else held["features"].to(self.device_)
             if isinstance(scorer, SumScore):
@@ -615,13 +608,13 @@ class PredictMixin:
 
     def _keep_held_out(self, X_val):
         """The held-out logits (and features) for :meth:`_sync_score`, or None when the
-        score does not depend on ``temperature`` / ``knn_k`` or they would be too large."""
-        parts = self.ood_score.split("+")
+        score does not depend on ``temperature`` / ``ood_score__k`` or they would be too large."""
+        parts = self._score_name.split("+")
         if "energy" not in parts and "knn" not in parts:
             return None
         first = X_val[:2]  # a tensor (a Dataset view loads its slice)
-        if self.ood_score in FEATURE_SCORES:
-            head = LogitsAndFeatures(self.module_, self.feature_layer)
+        if self._score_name in FEATURE_SCORES:
+            head = LogitsAndFeatures(self.module_, self._score.feature_layer)
             k, width = _probe_widths(self.module_, head, first, self.device_)
         else:
             head = None

@@ -257,7 +257,8 @@ class TrainOptions:
 
     @classmethod
     def from_params(cls, params, **resolved):
-        """From the estimator's ``get_params(deep=False)`` and the values ``fit`` resolved
+        """From :func:`aoe_detect._params.flat_params` of the estimator (its parameters and
+        its components' settings by their flat names) and the values ``fit`` resolved
         (``clip``, ``channels_last``, ``ddp``)."""
         obs = params["outlier_batch_size"]
         return cls(batch_size=int(params["batch_size"]),

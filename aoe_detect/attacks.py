@@ -270,20 +270,34 @@ def gaussian_augment(x, sigma, *, clip=None, generator=None):
 
 
 #: Radius constraint of every attack config: finite, >= 0 (scalar or one per feature), or
-#: None (the detector's ``epsilon``); checked by ``AOEDetector.fit`` and ``perturb``.
+#: None ("auto"); checked by ``AOEDetector.fit`` and ``perturb``.
 _EPS = [Interval(Real, 0, float(np.finfo(np.float32).max), closed="both"), "array-like", None]
+
+#: The training schedule every attack config carries (used by ``AOEDetector.fit`` only).
+_SCHEDULE = {"fraction": [Interval(Real, 0, 1, closed="both")],
+             "refresh": [Interval(Integral, 1, None, closed="left")]}
+
+_SCHEDULE_DOC = """fraction : float in [0, 1], default=1.0
+        Share of each training outlier batch that is attacked (1.0 = the paper).
+    refresh : int, default=1
+        Perturb a fresh outlier batch every ``refresh`` training steps and train on that
+        cached batch in between (1: every step, the paper); ``k`` cuts the attack's cost to
+        ``1/k`` (``docs/scaling.md`` has the measured trade-off)."""
 
 
 class _Attack(BaseEstimator):
     """Base of attack configs: ``perturb(model, x, eps, clip, temperature, generator,
     autocast_dtype, direction)``.
 
-    ``eps=None`` means "use the detector's ``epsilon``". Subclasses declare
+    ``eps=None`` means "auto" (``AUTO_IMAGE_EPS`` for images, ``AUTO_TABULAR_EPS *`` each
+    feature's standard deviation for tables; or the ``epsilon`` given to ``perturb``).
+    ``fraction`` and ``refresh`` are the training schedule of the attack inside
+    ``AOEDetector.fit`` (``attack__fraction``, ``attack__refresh``). Subclasses declare
     ``_parameter_constraints``; ``AOEDetector.fit`` and ``perturb`` check them
     (``attack._validate_params()``) before any work.
     """
 
-    _parameter_constraints = {"eps": _EPS}
+    _parameter_constraints = {"eps": _EPS, **_SCHEDULE}
 
     def resolve_eps(self, default):
         return default if self.eps is None else self.eps
@@ -294,12 +308,15 @@ class FGSM(_Attack):
 
     Parameters
     ----------
-    eps : float, optional
-        Overrides the detector's ``epsilon``.
+    eps : float, array-like of shape (n_features,) or None, default=None
+        Radius in input units; None: "auto".
+    {schedule}
     """
 
-    def __init__(self, eps=None):
+    def __init__(self, eps=None, fraction=1.0, refresh=1):
         self.eps = eps
+        self.fraction = fraction
+        self.refresh = refresh
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):
@@ -312,8 +329,8 @@ class PGD(_Attack):
 
     Parameters
     ----------
-    eps : float, optional
-        Overrides the detector's ``epsilon``.
+    eps : float, array-like of shape (n_features,) or None, default=None
+        Radius in input units; None: "auto".
     steps : int, default=10
     step_size : float, optional
         Default ``2.5 * eps / steps``.
@@ -322,22 +339,26 @@ class PGD(_Attack):
         Per-sample early stop: a sample stops moving once its energy is at or below this
         value, and the attack ends when all have (see :func:`pgd`). Saves the later steps'
         compute on the samples that are done.
+    {schedule}
     """
 
     _parameter_constraints = {
-        "eps": _EPS,
+        "eps": _EPS, **_SCHEDULE,
         "steps": [Interval(Integral, 1, None, closed="left")],
         "step_size": [Interval(Real, 0, float(np.finfo(np.float32).max), closed="right"), None],
         "random_start": ["boolean"],
         "early_stop": [Interval(Real, None, None, closed="neither"), None],
     }
 
-    def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None):
+    def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None,
+                 fraction=1.0, refresh=1):
         self.eps = eps
         self.steps = steps
         self.step_size = step_size
         self.random_start = random_start
         self.early_stop = early_stop
+        self.fraction = fraction
+        self.refresh = refresh
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):
@@ -353,17 +374,23 @@ class GaussianAugment(_Attack):
 
     Parameters
     ----------
-    eps : float, optional
-        Noise standard deviation; overrides the detector's ``epsilon``.
+    eps : float, array-like of shape (n_features,) or None, default=None
+        Noise standard deviation in input units; None: "auto" (as the attacks' radius).
+    {schedule}
     """
 
-    def __init__(self, eps=None):
+    def __init__(self, eps=None, fraction=1.0, refresh=1):
         self.eps = eps
+        self.fraction = fraction
+        self.refresh = refresh
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):
         return gaussian_augment(x, eps, clip=clip, generator=generator)
 
+
+for _cls in (FGSM, PGD, GaussianAugment):
+    _cls.__doc__ = _cls.__doc__.replace("{schedule}", _SCHEDULE_DOC)
 
 #: Names accepted by ``AOEDetector(attack=...)``; ``None``/"none" = vanilla OE.
 ATTACKS = {"fgsm": FGSM, "pgd": PGD, "gaussian": GaussianAugment}
@@ -385,7 +412,7 @@ def resolve_attack(attack):
 
 
 def resolve_epsilon(epsilon, X_tr, sample_shape):
-    """The estimator's ``epsilon`` shortcut -> ``epsilon_``: a float as given, or for
+    """A radius (``perturb``'s ``epsilon``, or "auto") -> ``epsilon_``: a float as given, or for
     ``"auto"`` :data:`AUTO_IMAGE_EPS` for images and ``AUTO_TABULAR_EPS *`` each feature's
     standard deviation (of the float32 training tensor ``X_tr``) for tabular data."""
     if epsilon != "auto":

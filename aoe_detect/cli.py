@@ -39,7 +39,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import __version__
+from . import _params, _version
 from ._torch_utils import resolve_device as _resolve_device
 from .demo import METHOD_LABELS, OOD_LABELS, demo_table, run_demo
 from .detector import AOEDetector
@@ -184,7 +184,7 @@ def build_parser():
     p = _Parser(prog=PROG, description=(
         "Out-of-distribution detection with Adversarial Outlier Exposure (AOE). Scores are "
         "-energy (higher = more in-distribution)."))
-    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    p.add_argument("--version", action="version", version=f"{PROG} {_version.__version__}")
     sub = p.add_subparsers(dest="command", metavar="{demo,benchmark,fit,score}",
                            parser_class=_Parser)
     sub.required = True
@@ -268,7 +268,7 @@ def _add_fit(sub):
     f.add_argument("--set", dest="params", type=_assignment, action="append", default=[],
                    metavar="PARAM=VALUE",
                    help="set any AOEDetector parameter (repeatable; applied last), e.g. "
-                        "--set outliers=default --set temperature=2 --set amp=false "
+                        "--set outliers=default --set temperature=2 --set runtime__amp=false "
                         "--set outlier_label=outlier; values are numbers, true/false, none, "
                         "tuples or strings")
     f.add_argument("--json", action="store_true",
@@ -542,7 +542,22 @@ def _cmd_benchmark(suite_args):
 
 def _score_text(det):
     """What ``score_samples`` of ``det`` is, for the summaries."""
-    return "-energy" if det.ood_score == "energy" else f"ood_score {det.ood_score!r}"
+    return "-energy" if det._score_name == "energy" else f"ood_score {det._score_name!r}"
+
+
+def _set_param(det, key, value):
+    """``--set key=value``: a parameter, a component setting (``runtime__amp``, also on a
+    name shortcut) or a flat name of 0.2 (with its FutureWarning)."""
+    valid = det.get_params(deep=True)
+    nested = key.split("__")[0] in _params.COMPONENTS and "__" in key
+    if key not in valid and not nested and key not in _params.DEPRECATED:
+        raise CLIError(f"--set {key}: not a parameter of AOEDetector; valid names: "
+                       f"{', '.join(sorted(valid))} and <component>__<setting> for the "
+                       f"components {', '.join(_params.COMPONENTS)}")
+    try:
+        det.set_params(**{key: value})
+    except ValueError as exc:
+        raise CLIError(f"--set {key}: {exc}") from None
 
 
 def _cmd_fit(args):
@@ -558,17 +573,16 @@ def _cmd_fit(args):
     det = AOEDetector(
         backbone=args.backbone,
         outliers=None if args.outlier_source == "none" else args.outlier_source,
-        attack=None if args.attack == "none" else args.attack, epsilon=args.epsilon,
+        attack=None if args.attack == "none" else args.attack,
         epochs=args.epochs, pretrain_epochs=args.pretrain_epochs, batch_size=args.batch_size,
-        lr=args.lr, lam=args.lam, contamination=args.contamination, random_state=args.seed,
+        lr=args.lr, contamination=args.contamination, random_state=args.seed,
         device=args.device, verbose=0 if (args.quiet or args.json) else 1)
-    if args.params:
-        for key, value in args.params:  # in order, so later ones may refer to earlier ones
-            valid = det.get_params(deep=True)
-            if key not in valid:
-                raise CLIError(f"--set {key}: not a parameter of AOEDetector; valid names: "
-                               f"{', '.join(sorted(valid))}")
-            det.set_params(**{key: value})
+    if args.epsilon != "auto" and args.attack != "none":
+        det.set_params(attack__eps=args.epsilon)
+    if args.lam != "auto":
+        det.set_params(loss__lam=args.lam)
+    for key, value in args.params:  # in order, so later ones may refer to earlier ones
+        _set_param(det, key, value)
     _resolve_device(det.device)  # an unavailable device fails here, before training
     # with --device auto and without --quiet/--json, fit (verbose=1) names the device it chose
     t0 = time.time()
@@ -604,7 +618,7 @@ def _cmd_score(args):
     pred = np.where(scores < det.offset_, -1, 1)
     flagged = pred == -1
     summary = {"command": "score", "n": int(len(scores)), "device": str(det.device_),
-               "ood_score": det.ood_score,
+               "ood_score": det._score_name,
                "score_mean": float(scores.mean()), "score_min": float(scores.min()),
                "score_max": float(scores.max()), "offset": float(det.offset_),
                "n_flagged_ood": int(flagged.sum()), "flagged_fraction": float(flagged.mean()),

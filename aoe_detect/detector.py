@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
-from . import _fit_inputs, _fit_steps, _scoring, _state, _training
+from . import _fit_inputs, _fit_steps, _params, _scoring, _state, _training
 from . import distributed as _distributed
 from . import persistence as _persistence
 from ._compat import HasMethods, IntInterval, Interval, RegistryOptions, StrOptions
@@ -30,9 +30,10 @@ from .backbones import BACKBONES
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
                          TrainingInterruptedWarning)
 from .export import ExportMixin
-from .losses import MAX_MARGIN, CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
+from .losses import CrossEntropyOnly, EnergyMargin, SoftmaxOE, loss_settings
 from .outliers import OUTLIER_SOURCES
-from .scores import FEATURE_SCORES, SCORES
+from .runtime import Runtime
+from .scores import FEATURE_SCORES, SCORES, OODScore
 
 __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", "NoClassesError",
            "CalibrationWarning"]
@@ -42,7 +43,7 @@ __all__ = ["AOEDetector", "TrainingInterruptedWarning", "NonFiniteLossWarning", 
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e3
 
 
-class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMixin, OutlierMixin, BaseEstimator):
+class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.PersistenceMixin, ExportMixin, OutlierMixin, BaseEstimator):
     """Out-of-distribution detector trained with Adversarial Outlier Exposure (AOE).
 
     A classifier (the *backbone*) is fine-tuned with outlier exposure on its energy
@@ -54,7 +55,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
 
     The same estimator runs the paper's baselines: ``outliers=None`` (plain cross-entropy
     fine-tuning, no OE), ``attack=None`` (vanilla OE), ``attack="gaussian"`` (OE with
-    Gaussian noise of std ``epsilon``), ``attack="pgd"`` and ``loss="softmax"`` (the OE loss of
+    Gaussian noise of std ``attack__eps``), ``attack="pgd"`` and ``loss="softmax"`` (the OE loss of
     Hendrycks et al.).
 
     Signs: :meth:`score_samples` is higher = more in-distribution (``-E(x)`` with
@@ -81,17 +82,28 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         second argument) replace this source.
     attack : {"fgsm", "pgd", "gaussian", "none"}, attack object or None, default="fgsm"
         Augmentation of the training outliers: FGSM/PGD toward lower energy (AOE),
-        Gaussian noise (baseline) or none (vanilla OE). Objects from :mod:`aoe_detect.attacks`
-        expose their parameters to ``set_params`` (``attack__steps``).
-    epsilon : float or "auto", default="auto"
-        Attack radius (Gaussian: noise std) in the units of the inputs as given (pixel units
-        in [0, 1] for images; uint8 images are scaled to [0, 1] first). ``"auto"``: 8/255 for
-        images, ``0.1 *`` each feature's standard deviation for tabular data.
-    attack_fraction : float in [0, 1], default=1.0
-        Share of each outlier batch that is attacked (1.0 = the paper).
+        Gaussian noise (baseline) or none (vanilla OE). A name stands for the object of
+        :mod:`aoe_detect.attacks` with its defaults (``"fgsm"`` is ``FGSM()``); its settings
+        are ``attack__eps`` (radius in input units: pixel units in [0, 1] for images, uint8
+        images being scaled to [0, 1] first; ``None``, "auto": 8/255 for images, ``0.1 *``
+        each feature's standard deviation for tabular data), ``attack__fraction`` (share of
+        each outlier batch attacked, 1.0 = the paper), ``attack__refresh`` and the attack's
+        own (``attack__steps``).
     loss : {"energy", "softmax"}, EnergyMargin or SoftmaxOE, default="energy"
-        Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019). The
-        objects of :mod:`aoe_detect.losses` carry their own ``lam`` / margins (``loss__lam``).
+        Energy-margin loss (Liu et al. 2020) or softmax OE loss (Hendrycks et al. 2019): a
+        name stands for :class:`~aoe_detect.losses.EnergyMargin` /
+        :class:`~aoe_detect.losses.SoftmaxOE` with automatic settings, ``loss__lam``,
+        ``loss__m_in``, ``loss__m_out`` (the margins follow the backbone's own energy level).
+    ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"} or OODScore, default="energy+mahalanobis"
+        What :meth:`score_samples` returns (always higher = more in-distribution): ``"energy"``,
+        the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared Mahalanobis distance of
+        the penultimate features to the closest class mean under a shared covariance (Lee et
+        al. 2018); ``"knn"``, minus the distance of the normalised features to their ``k``-th
+        nearest ID training feature (Sun et al. 2022); a sum ``"a+b"`` adds the two scores
+        after standardising each on the held-out ID rows. Feature statistics are fitted on
+        the ID training rows after fine-tuning. Settings (:class:`~aoe_detect.scores.OODScore`):
+        ``ood_score__k``, ``ood_score__max_samples``, ``ood_score__feature_layer``.
+        :meth:`perturb` attacks this score. After ``fit``: :data:`~aoe_detect._scoring.SCORE_PARAMS`.
     epochs : int or "auto", default="auto"
         Outlier-exposure fine-tuning epochs. ``"auto"``: 10 (Liu et al. fine-tune for 10),
         raised on small data so that the stage takes at least ``AUTO_MIN_STEPS`` (500)
@@ -113,15 +125,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         Adam, or SGD with Nesterov momentum 0.9.
     weight_decay : float, default=0.0
         Weight decay of every stage: decoupled (AdamW) with Adam, an L2 penalty with SGD.
-    lam : float or "auto", default="auto"
-        Weight of the outlier term (shortcut: a loss object's own ``lam`` wins): 0.1 for
-        ``loss="energy"`` (Liu et al.), 0.5 for ``"softmax"`` (Hendrycks et al.).
-    m_in, m_out : float or "auto", default="auto"
-        Energy margins (shortcuts, as ``lam``). ``"auto"``: ``m_in`` is the median energy of the ID training data
-        when outlier exposure starts and ``m_out = m_in + 2`` (energy is a negative
-        log-density up to a constant, so outliers are asked to be e^2 times less likely than
-        a typical ID input). The margins thus follow the backbone's own energy level;
-        Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
+    augment : bool, default=False
+        Pretraining shifts image batches by up to ``round(side / 14)`` pixels (edge padding).
     temperature : float in [1e-3, 1e3], default=1.0
         Energy temperature ``T``, also of scoring: a change after ``fit`` takes effect at
         once, threshold included (:data:`~aoe_detect._scoring.SCORE_PARAMS`).
@@ -134,9 +139,21 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     input_range : "auto", (float, float) or None, default="auto"
         Valid input range for clipping outliers and attacks. ``"auto"``: (0, 1) for images,
         None (no clipping) for tabular data. Inputs outside the range are an error.
+    outlier_label : int or str, default=-1
+        The label that marks an outlier row in ``y``: in ``fit`` such rows are training
+        outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
+        (``{3, 7, 100}``) or strings; with string labels use a string marker such as
+        ``outlier_label="outlier"``. For integer labels every other negative label is an
+        error in ``fit`` (and counts as OOD in :meth:`score`).
     device : str, default="auto"
         ``"auto"`` picks CUDA when available (with ``verbose > 0``, ``fit`` writes one line
         to stderr naming the device it chose); the choice is ``device_``.
+    runtime : Runtime or None, default=None
+        How ``fit`` and scoring run (:class:`~aoe_detect.runtime.Runtime`; None: its
+        defaults): ``runtime__amp`` (mixed precision), ``runtime__compile``,
+        ``runtime__channels_last``, ``runtime__num_workers`` (DataLoader workers for Dataset
+        inputs), ``runtime__distributed`` and ``runtime__sync_batchnorm`` (data-parallel
+        training under ``torchrun``). They change speed and memory, not what is computed.
     random_state : int, RandomState or None, default=None
         Seeds every random choice through local generators; global RNGs are never touched.
     verbose : int, default=0
@@ -150,64 +167,12 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     checkpoint_dir : str or None, default=None
         If set, the detector is saved atomically to ``checkpoint_dir/checkpoint.aoe`` after
         every completed epoch (see :meth:`save`); resume with ``warm_start=True``.
-    amp : False, "bf16", "fp16" or True, default=False
-        Mixed precision: the training forward, the attack's forward and scoring run under
-        ``torch.autocast`` with this dtype (``True``: bf16 where supported, else fp16);
-        energies and losses are computed in float32 from the logits; fp16 training uses a
-        gradient scaler and the attack scales its energy before the backward pass so the
-        input gradient does not underflow. See ``docs/scaling.md``.
-    compile : bool or dict, default=False
-        Run the training forward, the attack and scoring through ``torch.compile`` (a dict
-        is passed as its keyword arguments). ``module_`` stays the plain module.
-    channels_last : "auto" or bool, default="auto"
-        Use the channels-last memory format for image backbones and batches. ``"auto"``:
-        on CUDA only (where convolutions are faster with it).
-    num_workers : int, default=0
-        DataLoader worker processes that load Dataset inputs (``fit`` and scoring).
-    attack_refresh : int, default=1
-        Perturb a fresh outlier batch every ``attack_refresh`` steps and train on that
-        cached adversarial batch in between (1: every step, the paper). ``k`` cuts the
-        attack's cost to ``1/k`` at the price of outliers up to ``k - 1`` steps stale and
-        less diverse; ``docs/scaling.md`` has the measured trade-off.
-    distributed : "auto" or bool, default="auto"
-        Data-parallel training over a ``torch.distributed`` process group (launch with
-        ``torchrun``). ``"auto"``: when a group with several ranks is initialised or the
-        process was launched by torchrun with ``WORLD_SIZE > 1``; ``True``: required
-        (initialises the group from the torchrun environment if needed); ``False``: never.
-        ``batch_size`` is then the global batch, sharded across the ranks; only rank 0
-        shows progress and writes checkpoints. See :mod:`aoe_detect.distributed`.
-    ood_score : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy+mahalanobis"
-        What :meth:`score_samples` returns (always higher = more in-distribution): ``"energy"``,
-        the paper's ``-E(x)``; ``"mahalanobis"``, minus the squared Mahalanobis distance of
-        the penultimate features to the closest class mean under a shared covariance (Lee et
-        al. 2018); ``"knn"``, minus the distance of the normalised features to their ``k``-th
-        nearest ID training feature (Sun et al. 2022); a sum ``"a+b"`` adds the two scores
-        after standardising each on the held-out ID rows. Feature statistics are fitted on
-        the ID training rows after fine-tuning (:mod:`aoe_detect.scores`). :meth:`perturb`
-        attacks this score. Changed after ``fit``: ``StaleScoreError`` until ``fit``.
-    feature_layer : str or None, default=None
-        Name of the backbone submodule whose *input* are the features of the feature scores
-        (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
-        ``nn.Linear`` layer (the head of every built-in backbone).
-    knn_k : int or "auto", default="auto"
-        ``k`` of ``ood_score="knn"``; ``"auto"``: 1% of the stored training features, between
-        1 and 50 (Sun et al. use 50 for CIFAR-10's 50,000 images).
-    knn_max_samples : int or None, default=4000
-        At most this many training features (a random subset) are kept for the k-NN search,
-        so memory and scoring time do not grow with the training set; ``None`` keeps all
-        (``benchmarks/results/knn_bank.md``: the AUROC is flat from 1,000 to 12,000).
-    sync_batchnorm : "auto" or bool, default="auto"
-        With several data-parallel ranks, BatchNorm uses the whole global batch's statistics
-        (:class:`aoe_detect.distributed.SyncBatchNorm`) as one process would; ``False``: each
-        rank its own shard (rank 0's running statistics kept). ``module_`` stays plain.
-    augment : bool, default=False
-        Pretraining shifts image batches by up to ``round(side / 14)`` pixels (edge padding).
-    outlier_label : int or str, default=-1
-        The label that marks an outlier row in ``y``: in ``fit`` such rows are training
-        outliers, in :meth:`score` they are the OOD rows. Class labels may be any integers
-        (``{3, 7, 100}``) or strings; with string labels use a string marker such as
-        ``outlier_label="outlier"``. For integer labels every other negative label is an
-        error in ``fit`` (and counts as OOD in :meth:`score`).
+
+    The flat parameters of 0.2 that duplicated a component's setting (``epsilon``,
+    ``attack_fraction``, ``attack_refresh``, ``lam``, ``m_in``, ``m_out``, ``knn_k``,
+    ``knn_max_samples``, ``feature_layer``, ``amp``, ``compile``, ``channels_last``,
+    ``num_workers``, ``distributed``, ``sync_batchnorm``) still work until 0.4, with a
+    ``FutureWarning`` naming the new spelling (:data:`aoe_detect._params.DEPRECATED`).
 
     Attributes
     ----------
@@ -291,9 +256,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         "outliers": [StrOptions({"default", *OUTLIER_SOURCES}), "array-like",
                      HasMethods(["sample"]), None],
         "attack": [StrOptions({"none", *ATTACKS}), HasMethods(["perturb"]), None],
-        "epsilon": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "attack_fraction": [Interval(numbers.Real, 0, 1, closed="both")],
         "loss": [StrOptions({"energy", "softmax"}), EnergyMargin, SoftmaxOE],
+        "ood_score": [StrOptions(set(SCORES)), OODScore],
         "epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
         "pretrain_epochs": [IntInterval(0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [IntInterval(1, None, closed="left")],
@@ -301,81 +265,51 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         "lr": [Interval(numbers.Real, 0, None, closed="neither")],
         "optimizer": [StrOptions({"adam", "sgd"})],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
-        "lam": [Interval(numbers.Real, 0, None, closed="left"), StrOptions({"auto"})],
-        "m_in": [Interval(numbers.Real, -MAX_MARGIN, MAX_MARGIN, closed="both"), StrOptions({"auto"})],
-        "m_out": [Interval(numbers.Real, -MAX_MARGIN, MAX_MARGIN, closed="both"), StrOptions({"auto"})],
+        "augment": ["boolean"],
         "temperature": [Interval(numbers.Real, MIN_TEMPERATURE, MAX_TEMPERATURE, closed="both")],
         "contamination": [Interval(numbers.Real, 0, 0.5, closed="right")],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
         "input_range": [StrOptions({"auto"}), tuple, list, None],
+        "outlier_label": [IntInterval(None, None, closed="neither"), str],
         "device": [str, torch.device],
+        "runtime": [Runtime, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "checkpoint_dir": [str, os.PathLike, None],
-        "amp": [StrOptions({"bf16", "fp16"}), "boolean"],
-        "compile": ["boolean", dict],
-        "channels_last": [StrOptions({"auto"}), "boolean"],
-        "num_workers": [IntInterval(0, None, closed="left")],
-        "attack_refresh": [IntInterval(1, None, closed="left")],
-        "distributed": [StrOptions({"auto"}), "boolean"],
-        "ood_score": [StrOptions(set(SCORES))],
-        "feature_layer": [str, None],
-        "knn_k": [IntInterval(1, None, closed="left"), StrOptions({"auto"})],
-        "knn_max_samples": [IntInterval(1, None, closed="left"), None],
-        "sync_batchnorm": [StrOptions({"auto"}), "boolean"],
-        "outlier_label": [IntInterval(None, None, closed="neither"), str],
-        "augment": ["boolean"],
     }
 
-    def __init__(self, backbone="auto", outliers="default", attack="fgsm", epsilon="auto",
-                 attack_fraction=1.0, loss="energy", epochs="auto", pretrain_epochs="auto",
-                 batch_size=128, outlier_batch_size=None, lr=1e-3, optimizer="adam", lam="auto",
-                 m_in="auto", m_out="auto", temperature=1.0, contamination=0.05,
-                 validation_fraction=0.1, input_range="auto", device="auto", random_state=None,
-                 verbose=0, warm_start=False, checkpoint_dir=None, amp=False, compile=False,
-                 channels_last="auto", num_workers=0, attack_refresh=1, distributed="auto",
-                 sync_batchnorm="auto", ood_score="energy+mahalanobis", feature_layer=None,
-                 knn_k="auto", knn_max_samples=4000, outlier_label=-1, augment=False,
-                 weight_decay=0.0):
+    def __init__(self, backbone="auto", *, outliers="default", attack="fgsm", loss="energy",
+                 ood_score="energy+mahalanobis", epochs="auto", pretrain_epochs="auto",
+                 batch_size=128, outlier_batch_size=None, lr=1e-3, optimizer="adam",
+                 weight_decay=0.0, augment=False, temperature=1.0, contamination=0.05,
+                 validation_fraction=0.1, input_range="auto", outlier_label=-1, device="auto",
+                 runtime=None, random_state=None, verbose=0, warm_start=False,
+                 checkpoint_dir=None):
         self.backbone = backbone
         self.outliers = outliers
         self.attack = attack
-        self.epsilon = epsilon
-        self.attack_fraction = attack_fraction
         self.loss = loss
+        self.ood_score = ood_score
         self.epochs = epochs
         self.pretrain_epochs = pretrain_epochs
         self.batch_size = batch_size
         self.outlier_batch_size = outlier_batch_size
         self.lr = lr
         self.optimizer = optimizer
-        self.lam = lam
-        self.m_in = m_in
-        self.m_out = m_out
+        self.weight_decay = weight_decay
+        self.augment = augment
         self.temperature = temperature
         self.contamination = contamination
         self.validation_fraction = validation_fraction
         self.input_range = input_range
+        self.outlier_label = outlier_label
         self.device = device
+        self.runtime = runtime
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
         self.checkpoint_dir = checkpoint_dir
-        self.amp = amp
-        self.compile = compile
-        self.channels_last = channels_last
-        self.num_workers = num_workers
-        self.attack_refresh = attack_refresh
-        self.distributed = distributed
-        self.sync_batchnorm = sync_batchnorm
-        self.ood_score = ood_score
-        self.feature_layer = feature_layer
-        self.knn_k = knn_k
-        self.knn_max_samples = knn_max_samples
-        self.outlier_label = outlier_label
-        self.augment = augment
-        self.weight_decay = weight_decay
 
     def fit(self, X, y=None, X_outliers=None):
         """Fine-tune the backbone with (adversarial) outlier exposure.
@@ -397,7 +331,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         ``X``, the outliers (``X_outliers`` or the label-free second argument) and the
         ``outliers`` parameter may also be map-style ``torch.utils.data.Dataset`` objects
         yielding ``x`` or ``(x, y)``: they are streamed through DataLoaders
-        (``num_workers``), so they need not fit in memory. Their first items are validated
+        (``runtime__num_workers``), so they need not fit in memory. Their first items are validated
         up front and every batch is checked for NaN/inf and the input range while loading;
         the input standardisation, ``epsilon="auto"``, the automatic margins and the
         outlier source are fitted on a random subset of at most
@@ -416,13 +350,13 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         -------
         self : AOEDetector
         """
-        _state.check_fit_params(self)
+        _params.check_fit_params(self)
         restore = _state.restore_point(self)
         try:
             inputs = _fit_inputs.prepare_fit_inputs(X, y, X_outliers,
                                                     **_fit_inputs.input_params(self))
             seed, device, self.distributed_ = _fit_steps.seed_and_device(
-                self.random_state, self.device, self.distributed, self.verbose)
+                self.random_state, self.device, self._runtime.distributed, self.verbose)
             cuda_devices = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda_devices):
                 torch.manual_seed(seed)
@@ -437,12 +371,13 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
         self.__dict__.pop("feature_names_in_", None)  # n_features_in_, input_shape_, ...
         self.__dict__.update(inputs.fitted_attributes(), device_=device)
-        data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, self.num_workers)
+        workers = self._runtime.num_workers
+        data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, workers)
         self._resume_from_checkpoint(data, device)  # warm start of an unfitted detector
         resuming = self.warm_start and hasattr(self, "module_")
         y_tr = self._set_module(data, resuming, device)
-        self.epsilon_ = resolve_epsilon(self.epsilon, data.X_train, data.sample_shape)
-        kind, lam, _, _ = loss_settings(self.loss, self.lam, self.m_in, self.m_out)
+        self.epsilon_ = resolve_epsilon("auto", data.X_train, data.sample_shape)  # or attack__eps
+        kind, lam, _, _ = loss_settings(self.loss)
         self.lam_ = _fit_steps.resolve_lam(lam, kind)
         self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
         pre, n_ft = _fit_steps.stage_lengths(
@@ -451,7 +386,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
             world=_distributed.world_size() if self.distributed_ else 1,
             built=not isinstance(self.backbone, torch.nn.Module),  # fresh unless resuming
             history=self.history_ if resuming else None)
-        source = _fit_inputs.fit_outlier_source(data, self.outliers, gen, self.num_workers)
+        source = _fit_inputs.fit_outlier_source(data, self.outliers, gen, workers)
         if source is not None:
             self.outlier_source_ = source
         attack = resolve_attack(self.attack)  # its radius, resolved once (fails before training)
@@ -461,7 +396,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
                              "`y`, outliers, or an outlier source.")
         progress = _training.Progress()
         val = _training.validation_probe(data.X_val, data.val_idx, data.labels,
-                                         getattr(self, "classes_", None), self.num_workers)
+                                         getattr(self, "classes_", None), workers)
         interrupted = False
         try:
             stopped = self._train("pretrain", pre, data, y_tr, CrossEntropyOnly(), None, None, 0.0,
@@ -490,11 +425,11 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     def _set_module(self, data, resuming, device):
         """``module_`` and ``classes_`` from the backbone (or the warm-start module); return
         the training targets (class indices) as a tensor, or None."""
-        rows = _scoring.Rows(None, device, self._infer_batch(), self.num_workers)
+        rows = _scoring.Rows(None, device, self._infer_batch(), self._runtime.num_workers)
         module, classes, targets = _fit_steps.build_module(
             self.backbone, data, rows, resumed=self.module_ if resuming else None,
             classes=getattr(self, "classes_", None), device=device,
-            feature_layer=self.feature_layer if self.ood_score in FEATURE_SCORES else False)
+            feature_layer=self._score.feature_layer if self._score_name in FEATURE_SCORES else False)
         self.__dict__.pop("classes_", None)
         if classes is not None:
             self.classes_ = classes
@@ -504,7 +439,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
     def _set_margins(self, X_train, device):
         """``m_in_`` / ``m_out_``; a warm start continuing outlier exposure keeps its own."""
         keep = self.warm_start and any(r["stage"] == "finetune" for r in self.history_)
-        _, _, m_in, m_out = loss_settings(self.loss, self.lam, self.m_in, self.m_out)
+        _, _, m_in, m_out = loss_settings(self.loss)
         self.m_in_, self.m_out_ = _fit_steps.auto_margins(
             m_in, m_out, lambda: -self._rows().energy_scores(X_train[:5000], self.temperature),
             kept=getattr(self, "m_in_", None) if keep else None)
@@ -514,7 +449,7 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         if epochs == 0:
             return False
         options = _training.TrainOptions.from_params(
-            self.get_params(deep=False), clip=self.input_range_, ddp=self.distributed_,
+            _params.flat_params(self), clip=self.input_range_, ddp=self.distributed_,
             channels_last=self._rows().channels_last)
         stage = _training.build_stage(name, epochs, self.module_, data.train_data, y_tr,
                                       loss_fn=loss_fn, generator=gen, device=self.device_,
@@ -529,9 +464,8 @@ class AOEDetector(_scoring.PredictMixin, _persistence.PersistenceMixin, ExportMi
         """``scorer_`` on the training rows, ``validation_scores_`` and ``offset_``."""
         self.module_.eval()
         self.scorer_ = _scoring.fit_scorer(
-            self._rows(), data.X_train, y_tr, data.X_val, gen, ood_score=self.ood_score,
-            temperature=self.temperature, knn_k=self.knn_k, knn_max_samples=self.knn_max_samples,
-            feature_layer=self.feature_layer, has_classes=hasattr(self, "classes_"))
+            self._rows(), data.X_train, y_tr, data.X_val, gen, self._score,
+            temperature=self.temperature, has_classes=hasattr(self, "classes_"))
         self.validation_scores_ = self._validation_scores(data.X_val)  # finite, spread checked
         self.offset_ = _state.conformal_offset(self.validation_scores_, self.contamination)
         self._set_score_base(self._keep_held_out(data.X_val))  # what set_params may change

@@ -6,7 +6,7 @@ Launch one process per GPU with ``torchrun`` (no home-made process management)::
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \\
         --rdzv_endpoint host0:29500 train.py      # two machines
 
-where ``train.py`` calls ``AOEDetector(..., distributed="auto").fit(X, y)`` on every rank
+where ``train.py`` calls ``AOEDetector(..., runtime=Runtime(distributed="auto")).fit(X, y)`` on every rank
 with the same data and ``random_state``. ``fit`` then
 
 - uses the initialised default process group, or initialises one from the torchrun
@@ -83,11 +83,11 @@ def resolve(distributed, device_param="auto"):
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         return True
     if distributed is True:
-        raise ValueError("`distributed=True` but no torch.distributed process group is "
+        raise ValueError("`runtime__distributed=True` but no torch.distributed process group is "
                          "initialised and the process was not launched by torchrun (RANK, "
                          "WORLD_SIZE, MASTER_ADDR, MASTER_PORT unset). Launch with `torchrun "
                          "--nproc_per_node N script.py`, call "
-                         "torch.distributed.init_process_group first, or use distributed='auto'.")
+                         "torch.distributed.init_process_group first, or use runtime__distributed='auto'.")
     return False
 
 

@@ -54,8 +54,8 @@ class CLIError(Exception):
 
 
 class StaleScoreError(ValueError):
-    """A parameter that shapes the fitted score (``ood_score``, ``feature_layer``,
-    ``knn_max_samples``; ``temperature`` or ``knn_k`` without the kept held-out outputs) was
+    """A parameter that shapes the fitted score (``ood_score``, ``ood_score__feature_layer``,
+    ``ood_score__max_samples``; ``temperature`` or ``ood_score__k`` without the kept held-out outputs) was
     changed by ``set_params`` after ``fit``: the fitted statistics no longer belong to it, so
     the detector refuses to score (or save) instead of scoring with the old statistics."""
 

@@ -52,6 +52,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from . import _version
 from ._torch_utils import atomic_write, pixels_to_unit
 from .persistence import check_save_path
 from .scores import EnergyScore, ScoreHead
@@ -125,7 +126,7 @@ def detector_graph(detector, pixels=False):
         scorer = EnergyScore(detector.temperature)
     else:
         scorer = copy.deepcopy(scorer).to("cpu").eval()
-    graph = DetectorGraph(module, scorer, detector.feature_layer, detector.offset_, pixels)
+    graph = DetectorGraph(module, scorer, detector._score.feature_layer, detector.offset_, pixels)
     return graph.eval()
 
 
@@ -220,13 +221,11 @@ def _export_bytes(graph, example, opset_version, module_name, strict):
 
 def _metadata(detector, pixels):
     """``metadata_props`` of the graph: what a serving stack needs to use its outputs."""
-    from . import __version__  # read on use (tests and users may patch it)
-
     names = getattr(detector, "feature_names_in_", None)
     rng = getattr(detector, "input_range_", None)
     return {
-        "aoe_detect.version": __version__,
-        "ood_score": detector.ood_score,
+        "aoe_detect.version": _version.__version__,
+        "ood_score": detector._score_name,
         "offset": repr(float(detector.offset_)),
         "contamination": repr(float(detector.contamination)),
         "input_shape": json.dumps([int(d) for d in detector.input_shape_]),

@@ -157,9 +157,14 @@ class EnergyMargin(BaseEstimator):
 
     Parameters
     ----------
-    lam, m_in, m_out : float, "auto" or None, default=None
-        As the estimator's parameters of the same names; ``None`` uses the estimator's
-        value (its ``lam``, ``m_in``, ``m_out`` are the shortcut).
+    lam : float, "auto" or None, default=None
+        Weight of the outlier term; ``None`` or ``"auto"``: 0.1 (Liu et al.).
+    m_in, m_out : float, "auto" or None, default=None
+        Energy margins; ``None`` or ``"auto"``: ``m_in`` is the median energy of the ID
+        training data when outlier exposure starts and ``m_out = m_in + 2`` (energy is a
+        negative log-density up to a constant, so outliers are asked to be e^2 times less
+        likely than a typical ID input). The margins thus follow the backbone's own energy
+        level; Liu et al.'s fixed -25/-7 fit CIFAR-scale WRN logits only.
 
     Examples
     --------
@@ -180,8 +185,8 @@ class EnergyMargin(BaseEstimator):
 
 class SoftmaxOE(BaseEstimator):
     """Settings of the softmax OE loss (:class:`SoftmaxOELoss`) for
-    ``AOEDetector(loss=SoftmaxOE(lam=...))`` (``loss__lam``); ``lam=None`` uses the
-    estimator's ``lam``."""
+    ``AOEDetector(loss=SoftmaxOE(lam=...))`` (``loss__lam``); ``lam=None`` or ``"auto"``:
+    0.5 (Hendrycks et al.)."""
 
     name = "softmax"
     _parameter_constraints = {"lam": _LAM}
@@ -194,14 +199,12 @@ class SoftmaxOE(BaseEstimator):
 LOSS_CONFIGS = {"energy": EnergyMargin, "softmax": SoftmaxOE}
 
 
-def loss_settings(loss, lam, m_in, m_out):
-    """The one place where the loss's settings are resolved: ``(name, lam, m_in, m_out)``
-    from ``loss`` (a name of :data:`LOSSES` or a loss object) and the estimator's shortcut
-    parameters ``lam``, ``m_in``, ``m_out``; a loss object's own settings win where they are
-    not None. (``"auto"`` values are resolved later, by ``fit``.)"""
+def loss_settings(loss):
+    """The one place where the loss's settings are read: ``(name, lam, m_in, m_out)`` from
+    ``loss`` (a name of :data:`LOSSES` or a loss object); a setting that is None, or that
+    the loss does not have, is ``"auto"`` (resolved later, by ``fit``)."""
     if isinstance(loss, str):
-        return loss, lam, m_in, m_out
+        return loss, "auto", "auto", "auto"
     own = loss.get_params(deep=False)
-    pick = [own.get(k) if own.get(k) is not None else v
-            for k, v in (("lam", lam), ("m_in", m_in), ("m_out", m_out))]
+    pick = ["auto" if own.get(k) is None else own[k] for k in ("lam", "m_in", "m_out")]
     return (loss.name, *pick)

@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from . import _params, _version
 from . import distributed as _distributed
-from ._state import check_margin_params, conformal_offset, validate_nested
+from ._params import check_margin_params, validate_nested
+from ._state import conformal_offset
 from ._torch_utils import atomic_write, resolve_device
 from .backbones import BACKBONES, build_backbone
 from .scores import (EnergyScore, KNNScore, LogitsAndFeatures, MahalanobisScore, SumScore,
@@ -66,7 +68,21 @@ def _jsonable(v):
     if isinstance(v, (list, tuple)):
         out = [_jsonable(x) for x in v]
         return None if any(o is _NOT for o in out) else out
+    if _params.CONFIG_CLASSES.get(type(v).__name__) is type(v):  # a component object
+        own = {k: _jsonable(x) for k, x in v.get_params(deep=False).items()}
+        if all(x is not _NOT for x in own.values()):
+            return {"__config__": type(v).__name__, "params": own}
     return _NOT
+
+
+def _from_json(v):
+    """A saved parameter value back: component objects rebuilt (see :func:`_jsonable`)."""
+    if isinstance(v, dict) and set(v) == {"__config__", "params"}:
+        cls = _params.CONFIG_CLASSES.get(v["__config__"])
+        if cls is None or not isinstance(v["params"], dict):
+            raise ValueError(f"unknown component {v['__config__']!r}")
+        return cls(**v["params"])
+    return v
 
 
 class _NotJSON:
@@ -90,8 +106,6 @@ def save(detector, path, _partial=False):
     str
         The path written.
     """
-    from . import __version__  # read on use (tests and users may patch it)
-
     if not _partial:
         check_is_fitted(detector, "offset_")
         sync = getattr(detector, "_sync_score", None)
@@ -128,7 +142,7 @@ def save(detector, path, _partial=False):
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "version": __version__,
+        "version": _version.__version__,
         "torch_version": str(torch.__version__),
         "params": json.dumps(params),
         "params_not_saved": json.dumps(skipped),
@@ -381,12 +395,7 @@ def load(path, module=None, device="auto", *, cls=None, _checkpoint=False):
                          "its last completed epoch, no fitted score or threshold), not a "
                          "detector: resume it with AOEDetector(warm_start=True, checkpoint_dir="
                          "...).fit(...), or load a file written by save().")
-    known = estimator_cls().get_params()
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
-                      "they are ignored.", UserWarning)
-    det = estimator_cls(**{k: v for k, v in params.items() if k in known})
+    det = _build_loaded(estimator_cls, params, path)
     _check_loaded_params(det, path)
     _check_loaded_fitted(fitted, spec, state, payload["validation_scores"], path)
     if skipped:
@@ -401,11 +410,28 @@ def load(path, module=None, device="auto", *, cls=None, _checkpoint=False):
     return det
 
 
+def _build_loaded(estimator_cls, params, path):
+    """The estimator of the saved parameters: component objects rebuilt, the flat names of
+    0.2 put on their components (silently), names this version does not know ignored with a
+    warning."""
+    known = estimator_cls().get_params(deep=False)
+    unknown = sorted(set(params) - set(known) - set(_params.DEPRECATED))
+    if unknown:
+        warnings.warn(f"{path!r} has parameters this aoe-detect version does not know ({unknown}); "
+                      "they are ignored.", UserWarning)
+    try:
+        own = {k: _from_json(v) for k, v in params.items() if k in known}
+        det = estimator_cls(**own)
+        _params.apply_saved(det, {k: v for k, v in params.items() if k in _params.DEPRECATED})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path!r} is corrupted: its parameters cannot be rebuilt "
+                         f"({type(exc).__name__}: {exc}).") from None
+    return det
+
+
 def _read_payload(path):
     """``torch.load(weights_only=True)`` of a file that must be an aoe-detect file with a
     matching checksum (a version mismatch is a warning)."""
-    from . import __version__  # read on use (tests and users may patch it)
-
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError, zip errors
@@ -433,9 +459,9 @@ def _read_payload(path):
         ok = False
     if not ok:
         raise ValueError(f"{path!r} is corrupted: its checksum does not match its contents.")
-    if payload.get("version") != __version__:
+    if payload.get("version") != _version.__version__:
         warnings.warn(f"{path!r} was written by aoe-detect {payload.get('version')}; you are "
-                      f"running {__version__}.", UserWarning)
+                      f"running {_version.__version__}.", UserWarning)
     return payload
 
 
@@ -454,8 +480,6 @@ def _format_version(payload):
 
 def _check_format_version(payload, path):
     """Refuse foreign files and files of a newer MAJOR format; warn on a newer MINOR."""
-    from . import __version__  # read on use (tests and users may patch it)
-
     found = _format_version(payload)
     if found is None:
         raise ValueError(f"{path!r} is not an aoe-detect file (format {FORMAT!r} with a "
@@ -466,12 +490,12 @@ def _check_format_version(payload, path):
         newer = found[0] > ours[0]
         raise ValueError(
             f"{path!r} has save format {written}, written by aoe-detect "
-            f"{payload.get('version')}; this aoe-detect {__version__} reads format {FORMAT_VERSION} "
+            f"{payload.get('version')}; this aoe-detect {_version.__version__} reads format {FORMAT_VERSION} "
             + ("and older: upgrade aoe-detect to load it." if newer else
                "and has no conversion from it."))
     if found[1] > ours[1]:
         warnings.warn(f"{path!r} has save format {written}, newer than the format "
-                      f"{FORMAT_VERSION} of this aoe-detect {__version__} (written by aoe-detect "
+                      f"{FORMAT_VERSION} of this aoe-detect {_version.__version__} (written by aoe-detect "
                       f"{payload.get('version')}); fields added since are ignored.", UserWarning)
 
 
@@ -534,10 +558,10 @@ def _restore_fitted(det, fitted, payload, dev, path):
     det.validation_scores_ = payload["validation_scores"].numpy()
     if "scorer_" in fitted:
         det.scorer_ = _load_scorer(fitted["scorer_"], payload.get("scorer_state", {}), path,
-                                   det.ood_score).to(dev)
+                                   det._score_name).to(dev)
         _check_loaded_scorer(det, fitted["scorer_"], path)
     elif "offset_" in fitted:  # (a checkpoint has neither)
-        raise ValueError(f"{path!r} is corrupted: `ood_score`={det.ood_score!r} but the file holds "
+        raise ValueError(f"{path!r} is corrupted: `ood_score`={det._score_name!r} but the file holds "
                          "no fitted score statistics (`scorer_`) for its threshold `offset_`.")
     if "offset_" in fitted:
         _check_loaded_offset(det, path, payload.get("version"))
@@ -556,12 +580,12 @@ def _check_loaded_scorer(det, spec, path):
             k = m.k
             if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1)):
                 raise _bad(path, "scorer_.knn_k", f"{k!r} is not 'auto' or an integer >= 1")
-            if k != det.knn_k:
+            if k != det._score.k:
                 raise _bad(path, "scorer_.knn_k", f"{k!r} differs from the saved parameter "
-                           f"knn_k={det.knn_k!r}")
-            if m.max_samples != det.knn_max_samples:
+                           f"ood_score__k={det._score.k!r}")
+            if m.max_samples != det._score.max_samples:
                 raise _bad(path, "scorer_.knn_max_samples", f"{m.max_samples!r} differs from the "
-                           f"saved parameter knn_max_samples={det.knn_max_samples!r}")
+                           f"saved parameter ood_score__max_samples={det._score.max_samples!r}")
             norms = m.bank.double().norm(dim=1)
             if len(m.bank) < 1 or not bool(((norms - 1).abs() < 1e-3).all()):
                 raise _bad(path, "scorer_state.bank", "the k-NN bank rows are not L2-normalised "
@@ -586,7 +610,7 @@ def _check_loaded_scorer(det, spec, path):
             if key.endswith(("means", "bank")):
                 width = int(v.shape[1])
         try:
-            head = LogitsAndFeatures(det.module_, det.feature_layer)
+            head = LogitsAndFeatures(det.module_, det._score.feature_layer)
             probe = torch.zeros((1, *det.input_shape_), device=det.device_)
             with torch.inference_mode():
                 n_out = int(head(probe).shape[1])
@@ -603,13 +627,11 @@ def _check_loaded_offset(det, path, version):
     """``offset_`` is the ``contamination`` quantile of the saved ``validation_scores_``,
     as ``fit`` and ``recalibrate`` compute it. (Before 0.3, ``recalibrate(X)`` did not
     keep the scores of ``X``: a file of another version only warns.)"""
-    from . import __version__  # read on use (tests and users may patch it)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # too few scores: warned about at fit already
         expected = conformal_offset(det.validation_scores_, det.contamination)
     if float(det.offset_) != expected:
-        if version != __version__:
+        if version != _version.__version__:
             warnings.warn(f"{path!r}: `offset_` {det.offset_!r} is not the contamination="
                           f"{det.contamination} quantile of the saved validation scores (a file "
                           "of an older version, recalibrated on other data?); it is kept. Call "
@@ -712,8 +734,6 @@ class PersistenceMixin:
         Dataset). Scoring, ``predict``, ``recalibrate`` and a warm start do not need it. To
         keep it, pickle it yourself: ``joblib.dump((det, det.outlier_source_), path)``.
         """
-        from . import __version__  # read on use (tests and users may patch it)
-
         state = self.__dict__.copy()
         state.pop("outlier_source_", None)
         for key in ("_held_out", "_score_base"):  # rebuilt on unpickling
@@ -724,7 +744,7 @@ class PersistenceMixin:
             state["device_"] = str(state["device_"])
         if "scorer_" in state:
             state["scorer_"] = copy.deepcopy(state["scorer_"]).to("cpu")
-        state["_aoe_version"] = __version__
+        state["_aoe_version"] = _version.__version__
         return state
 
     def __deepcopy__(self, memo):
@@ -735,16 +755,14 @@ class PersistenceMixin:
         return new
 
     def __setstate__(self, state):
-        from . import __version__  # read on use (tests and users may patch it)
-
         version = state.pop("_aoe_version", None)
-        if version is not None and version != __version__:
+        if version is not None and version != _version.__version__:
             warnings.warn(f"This detector was pickled with aoe-detect {version}; you are running "
-                          f"{__version__}.", UserWarning)
-        self.__dict__.update(state)
-        for name, param in inspect.signature(type(self).__init__).parameters.items():
-            if param.default is not param.empty:  # pickled before the parameter existed
-                self.__dict__.setdefault(name, param.default)
+                          f"{_version.__version__}.", UserWarning)
+        defaults = {name: param.default for name, param in
+                    inspect.signature(type(self).__init__).parameters.items()
+                    if param.default is not param.empty}  # for parameters pickled before they existed
+        self.__dict__.update(_params.translate_state(state, defaults))  # (0.2: flat names)
         if "module_" in state:
             dev = torch.device(state["device_"])
             if dev.type == "cuda" and not torch.cuda.is_available():

@@ -446,7 +446,7 @@ def robust_ood_report(detector, X_id, X_ood, eps="auto", attack=("pgd", "fgsm"),
     Xi, Xo = _checked_inputs(detector, X_id, "X_id"), _checked_inputs(detector, X_ood, "X_ood")
     report = RobustnessReport(settings=dict(
         eps=eps_list, attacks={k: repr(v) for k, v in attacks.items()}, sides=sides,
-        restarts=restarts, tpr=tpr, ood_score=detector.ood_score))
+        restarts=restarts, tpr=tpr, ood_score=detector._score_name))
     clean = {"id": detector.score_samples(Xi.numpy()), "ood": detector.score_samples(Xo.numpy())}
     report.scores["clean"] = clean
     need = {"ood", "id"} if "both" in sides else set(sides)  # the sets to attack

@@ -46,21 +46,23 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.covariance import LedoitWolf
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
+from ._compat import IntInterval, StrOptions
 from .losses import energy
 
 __all__ = ["SCORES", "FEATURE_SCORES", "feature_layer", "FeatureTap", "EnergyScore",
            "MahalanobisScore", "KNNScore", "SumScore", "ScoreHead", "LogitsAndFeatures", "build_scorer",
-           "KNN_AUTO_K_MAX", "KNN_AUTO_K_FRACTION"]
+           "KNN_AUTO_K_MAX", "KNN_AUTO_K_FRACTION", "OODScore", "resolve_score"]
 
 #: Names accepted by ``AOEDetector(ood_score=...)``.
 SCORES = ("energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn")
 #: Scores that need the penultimate features.
 FEATURE_SCORES = ("mahalanobis", "knn", "energy+mahalanobis", "energy+knn")
-#: ``knn_k="auto"``: 1% of the ID training features (Sun et al. found ``k`` proportional to
+#: ``ood_score__k="auto"``: 1% of the ID training features (Sun et al. found ``k`` proportional to
 #: the number of training samples works; 1% gives their k=50 ... 500 range on CIFAR-scale
 #: data), at least 1 and at most this many.
 KNN_AUTO_K_MAX = 50
@@ -81,7 +83,7 @@ def feature_layer(module, name=None):
             return module.get_submodule(name)
         except AttributeError:
             names = [n for n, _ in module.named_modules() if n][:12]
-            raise ValueError(f"`feature_layer`={name!r} is not a submodule of the backbone; "
+            raise ValueError(f"`ood_score__feature_layer`={name!r} is not a submodule of the backbone; "
                              f"some of its submodules: {names}.") from None
     linear = [m for m in module.modules() if isinstance(m, nn.Linear)]
     if not linear:
@@ -222,9 +224,9 @@ class KNNScore(nn.Module):
         """Warn when an integer ``k`` exceeds the bank (the ``len(bank)``-th neighbour is
         used instead, and the score is then the distance to the farthest bank row)."""
         if not isinstance(self.k, str) and int(self.k) > len(self.bank):
-            warnings.warn(f"knn_k={int(self.k)} is larger than the {len(self.bank)} ID training "
+            warnings.warn(f"ood_score__k={int(self.k)} is larger than the {len(self.bank)} ID training "
                           f"features in the k-NN bank; k={len(self.bank)} is used (the distance "
-                          "to the farthest one). Lower `knn_k` or give more training rows.",
+                          "to the farthest one). Lower `ood_score__k` or give more training rows.",
                           UserWarning, stacklevel=2)
 
     def index(self):
@@ -355,3 +357,61 @@ class ScoreHead(nn.Module):
         if self.components:  # the parts of a SumScore, before standardisation: (n, n_parts)
             return self.scorer.components(_real(logits), _real(tap.features))
         return self.scorer(_real(logits), _real(tap.features))[:, None]
+
+
+class OODScore(BaseEstimator):
+    """The score of :class:`~aoe_detect.AOEDetector` with its settings
+    (``ood_score=OODScore(...)``; a name is ``OODScore(name)``).
+
+    Each setting is reachable as ``ood_score__<name>``, on a name too
+    (``set_params(ood_score__k=10)``).
+
+    Parameters
+    ----------
+    name : {"energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn"}, default="energy+mahalanobis"
+        The score (module docstring): ``"energy"``, the paper's ``-E(x)``; ``"mahalanobis"``
+        (Lee et al. 2018); ``"knn"`` (Sun et al. 2022); a sum ``"a+b"`` adds the two scores
+        after standardising each on the held-out ID rows.
+    k : int or "auto", default="auto"
+        ``k`` of the k-NN score; ``"auto"``: 1% of the stored training features, between 1
+        and :data:`KNN_AUTO_K_MAX` (Sun et al. use 50 for CIFAR-10's 50,000 images). A change
+        after ``fit`` applies at the next scoring call.
+    max_samples : int or None, default=4000
+        At most this many training features (a random subset) are kept for the k-NN search,
+        so memory and scoring time do not grow with the training set; ``None`` keeps all
+        (``benchmarks/results/knn_bank.md``: the AUROC is flat from 1,000 to 12,000).
+    feature_layer : str or None, default=None
+        Name of the backbone submodule whose *input* are the features of the feature scores
+        (``dict(module.named_modules())`` keys, e.g. ``"fc"``); ``None``: the last
+        ``nn.Linear`` layer (the head of every built-in backbone).
+
+    Examples
+    --------
+    >>> from aoe_detect import AOEDetector
+    >>> AOEDetector(ood_score="energy+knn").set_params(ood_score__k=10).ood_score
+    OODScore(k=10, name='energy+knn')
+    """
+
+    _parameter_constraints = {
+        "name": [StrOptions(set(SCORES))],
+        "k": [IntInterval(1, None, closed="left"), StrOptions({"auto"})],
+        "max_samples": [IntInterval(1, None, closed="left"), None],
+        "feature_layer": [str, None],
+    }
+
+    def __init__(self, name="energy+mahalanobis", k="auto", max_samples=4000, feature_layer=None):
+        self.name = name
+        self.k = k
+        self.max_samples = max_samples
+        self.feature_layer = feature_layer
+
+
+def resolve_score(ood_score):
+    """``ood_score`` (a name of :data:`SCORES` or an :class:`OODScore`) -> an
+    :class:`OODScore` (a name: the defaults of its settings)."""
+    if isinstance(ood_score, OODScore):
+        return ood_score
+    if isinstance(ood_score, str):
+        return OODScore(ood_score)
+    raise TypeError(f"`ood_score` must be one of {list(SCORES)} or an "
+                    f"aoe_detect.scores.OODScore, got {type(ood_score).__name__}.")

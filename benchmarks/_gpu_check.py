@@ -15,6 +15,7 @@ from aoe_detect import AOEDetector
 from aoe_detect.backbones import build_backbone
 from aoe_detect.losses import energy
 from aoe_detect.metrics import auroc
+from aoe_detect.runtime import Runtime
 
 warnings.simplefilter("ignore")
 OUT = sys.argv[1] if len(sys.argv) > 1 else "."
@@ -62,7 +63,7 @@ fitted = {}
 
 def amp_fits():
     for amp in ("bf16", "fp16"):
-        det = AOEDetector(**BASE, amp=amp).fit(X, y)
+        det = AOEDetector(**BASE, runtime=Runtime(amp=amp)).fit(X, y)
         s_id, s_ood = det.score_samples(X[:500]), det.score_samples(X_ood)
         a = auroc(s_id, s_ood)
         ok = (all(np.isfinite(r["loss"]) for r in det.history_) and np.isfinite(s_id).all()
@@ -73,25 +74,26 @@ def amp_fits():
 
 def compiled_fit():
     eager = AOEDetector(**{**BASE, "epochs": 1, "pretrain_epochs": 1}).fit(X, y)
-    comp = AOEDetector(**{**BASE, "epochs": 1, "pretrain_epochs": 1, "compile": True}).fit(X, y)
+    comp = AOEDetector(**{**BASE, "epochs": 1, "pretrain_epochs": 1,
+                          "runtime": Runtime(compile=True)}).fit(X, y)
     a, b = eager.score_samples(X[:500]), comp.score_samples(X[:500])
     err = float(np.abs(a - b).max() / max(np.ptp(a), 1e-12))
     check("compile=True matches eager", err < 1e-3 and np.isfinite(b).all(), rel_err=err)
 
 
 def save_load():
-    det = fitted.get("bf16") or AOEDetector(**BASE, amp="bf16").fit(X, y)
+    det = fitted.get("bf16") or AOEDetector(**BASE, runtime=Runtime(amp="bf16")).fit(X, y)
     with tempfile.TemporaryDirectory() as tmp:
         path = det.save(os.path.join(tmp, "cuda.aoe"))
         back = AOEDetector.load(path, device="cpu")
     a = det.score_samples(X[:500])
-    back.set_params(amp=False)
+    back.set_params(runtime__amp=False)
     b = back.score_samples(X[:500])
     err = float(np.abs(a - b).max() / max(np.ptp(a), 1e-12))
     ok = str(back.device_) == "cpu" and next(back.module_.parameters()).device.type == "cpu"
     # (bf16 scores differ from fp32 ones by ~1e-2 of the spread: informational only)
     check("CUDA -> CPU save/load", ok and np.isfinite(b).all(), rel_err_vs_bf16_cuda=err)
-    det.set_params(amp=False)
+    det.set_params(runtime__amp=False)
     c = det.score_samples(X[:500])
     err32 = float(np.abs(c - b).max() / max(np.ptp(c), 1e-12))
     check("CUDA fp32 scores == CPU scores after load", err32 < 1e-4, rel_err=err32)
@@ -141,7 +143,7 @@ def wrn_throughput():
     Xw = rng.rand(n, 3, 32, 32).astype(np.float32)
     yw = rng.randint(0, 10, n)
     det = AOEDetector(backbone="wrn40_2", outliers="uniform", attack="fgsm", epochs=2,
-                      pretrain_epochs=0, batch_size=128, amp="bf16", device=DEV,
+                      pretrain_epochs=0, batch_size=128, runtime=Runtime(amp="bf16"), device=DEV,
                       validation_fraction=0.1, random_state=0).fit(Xw, yw)
     n_tr = n - int(round(0.1 * n))
     ips_det = n_tr / min(h["seconds"] for h in det.history_)

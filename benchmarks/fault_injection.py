@@ -122,9 +122,9 @@ BAD_FIT = [
     ("y all outliers", {}, lambda d: d.fit(X, -np.ones_like(Y)), r"All rows of `y` are -1"),
     ("y one ID row", {}, lambda d: d.fit(X, np.r_[0, -np.ones(79, int)]), r"Only 1 in-distribution row"),
     ("outliers twice", {}, lambda d: d.fit(X, X[:5], X_outliers=X[:5]), r"Ambiguous call"),
-    ("epsilon < 0", {"epsilon": -0.1}, FIT, r"'epsilon' parameter"),
-    ("epsilon NaN", {"epsilon": float("nan")}, FIT, r"'epsilon' parameter"),
-    ("epsilon inf", {"epsilon": float("inf")}, FIT, r"'epsilon' parameter"),
+    ("epsilon < 0", {"attack__eps": -0.1}, FIT, r"'eps' parameter"),
+    ("epsilon NaN", {"attack__eps": float("nan")}, FIT, r"'eps' parameter"),
+    ("epsilon inf", {"attack__eps": float("inf")}, FIT, r"'eps' parameter"),
     ("batch_size 0", {"batch_size": 0}, FIT, r"'batch_size' parameter"),
     ("outlier_batch_size 0", {"outlier_batch_size": 0}, FIT, r"'outlier_batch_size' parameter"),
     ("epochs < 0", {"epochs": -1}, FIT, r"'epochs' parameter"),
@@ -134,9 +134,9 @@ BAD_FIT = [
     ("contamination NaN", {"contamination": float("nan")}, FIT, r"'contamination' parameter"),
     ("lr 0", {"lr": 0.0}, FIT, r"'lr' parameter"),
     ("temperature 0", {"temperature": 0.0}, FIT, r"'temperature' parameter"),
-    ("m_in NaN", {"m_in": float("nan")}, FIT, r"'m_in' parameter.*Got nan"),
-    ("m_out <= m_in", {"m_in": 1.0, "m_out": 0.5}, FIT, r"`m_out` \(0\.5\) must be greater than `m_in`"),
-    ("m_out below auto m_in (fails mid-fit)", {"m_out": -1e3}, FIT, r"`m_out` .* must be greater than `m_in`"),
+    ("m_in NaN", {"loss__m_in": float("nan")}, FIT, r"'m_in' parameter.*Got nan"),
+    ("m_out <= m_in", {"loss__m_in": 1.0, "loss__m_out": 0.5}, FIT, r"`loss__m_out` \(0\.5\) must be greater than `loss__m_in`"),
+    ("m_out below auto m_in (fails mid-fit)", {"loss__m_out": -1e3}, FIT, r"`loss__m_out` .* must be greater than `loss__m_in`"),
     ("input_range reversed", {"input_range": (1.0, 0.0)}, FIT, r"`input_range` must be"),
     ("device unknown", {"device": "tpu"}, FIT, r"`device` must be"),
     ("backbone unknown", {"backbone": "vgg"}, FIT, r"'backbone' parameter.*'mlp'"),
@@ -191,7 +191,8 @@ def _expect_error(base, probe, params, call, pattern, types=(ValueError, TypeErr
     parameters set back, the detector must be bitwise as before."""
     det = copy.deepcopy(base)
     snap = snapshot(det, probe)
-    original = {k: det.get_params(deep=False)[k] for k in params}
+    top = det.get_params(deep=False)  # a nested name is restored by its component
+    original = {k.split("__")[0]: top[k.split("__")[0]] for k in params}
     handled, detail = False, "no error"
     try:
         with warnings.catch_warnings():
@@ -496,7 +497,7 @@ ROUND_TWO = [
     ("PGD steps -1", {"attack": PGD(steps=-1)}, FIT, r"`attack` \(PGD\).*'steps'"),
     ("PGD step_size NaN", {"attack": PGD(step_size=float("nan"))}, FIT, r"`attack` \(PGD\).*'step_size'"),
     ("UniformNoise widen NaN", {"outliers": UniformNoise(widen=float("nan"))}, FIT, r"'widen'"),
-    ("m_in -1e200", {"m_in": -1e200}, FIT, r"'m_in' parameter"),
+    ("m_in -1e200", {"loss__m_in": -1e200}, FIT, r"'m_in' parameter"),
     ("temperature 1e-40", {"temperature": 1e-40}, FIT, r"'temperature' parameter"),
     ("outliers= array with NaN", {"outliers": _with(X[:5], (0, 0), np.nan)}, FIT, r"Input outliers contains NaN"),
     ("outliers= array of other width", {"outliers": np.zeros((5, 3))}, FIT, r"`outliers` has samples of shape"),
@@ -665,7 +666,8 @@ def _scorer_state_edit(key, fn):
 def round_three_cases(fitted):
     """Issue 20: stale fitted scores, non-finite scores, edited score statistics."""
     tag = "issue 20: fitted score after set_params"
-    for params in ({"ood_score": "energy"}, {"ood_score": "knn"}, {"feature_layer": "net.0"}):
+    for params in ({"ood_score": "energy"}, {"ood_score": "knn"},
+                   {"ood_score__feature_layer": "net.0"}):
         for call_name, call in (("score_samples", lambda d: d.score_samples(PROBE)),
                                 ("save", NOT_FITTED["save"])):
             name = f"{params} then {call_name}"

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from aoe_detect import AOEDetector  # noqa: E402
 from aoe_detect.detector import AUTO_MARGIN_GAP  # noqa: E402
+from aoe_detect.losses import EnergyMargin  # noqa: E402
 from aoe_detect.metrics import auroc  # noqa: E402
 from benchmarks._lab import digits_design_split, write_results  # noqa: E402
 
@@ -51,8 +52,8 @@ def run(seeds):
         m_in = base.m_in_
         for gap in GAPS:
             for score in SCORES:
-                det = AOEDetector(random_state=seed, device="cpu", ood_score=score, m_in=m_in,
-                                  m_out=m_in + gap).fit(X, y)
+                det = AOEDetector(random_state=seed, device="cpu", ood_score=score,
+                                  loss=EnergyMargin(m_in=m_in, m_out=m_in + gap)).fit(X, y)
                 s_id = det.score_samples(X_id)
                 res = {k: float(auroc(s_id, det.score_samples(v))) for k, v in ood.items()}
                 rows.append({"seed": seed, "gap": gap, "score": score, "m_in": m_in, **res})

@@ -264,9 +264,12 @@ def prepare(prof, device, log):
 
 
 def _common(prof, data, device, epochs):
+    from aoe_detect.losses import EnergyMargin
+
     m_in = data["m_in"]
     return dict(backbone=data["base"], pretrain_epochs=0, epochs=epochs,
-                batch_size=prof["batch_size"], lr=1e-3, m_in=m_in, m_out=m_in + 2.0,
+                batch_size=prof["batch_size"], lr=1e-3,
+                loss=EnergyMargin(m_in=m_in, m_out=m_in + 2.0),
                 device=device, ood_score="energy")  # rows 1-5: the paper's loop and score
 
 
@@ -325,7 +328,7 @@ def quality_section(prof, data, device, log):
     """Ratio 5 and the attack table: every method fine-tuned for ``epochs`` from the
     pretrained CNN, one seed per round; epoch time relative to OE's in the same round."""
     from aoe_detect import AOEDetector
-    from aoe_detect.attacks import PGD
+    from aoe_detect.attacks import FGSM, PGD
 
     m_in = data["m_in"]
     common = _common(prof, data, device, prof["epochs"])
@@ -334,7 +337,7 @@ def quality_section(prof, data, device, log):
     methods = {
         "OE": dict(attack=None),
         "AOE-FGSM": dict(attack="fgsm"),
-        f"AOE-FGSM cached pool (attack_refresh={k})": dict(attack="fgsm", attack_refresh=k),
+        f"AOE-FGSM cached pool (attack_refresh={k})": dict(attack=FGSM(refresh=k)),
         f"AOE-PGD-{steps}": dict(attack=PGD(steps=steps)),
         f"AOE-PGD-{steps} early stop (at m_in)": dict(attack=PGD(steps=steps, early_stop=m_in)),
     }
@@ -557,6 +560,7 @@ def memory_section(prof, det_module, threads, log, tmpdir):
 def gpu_wrn_section(device, log, n=10000, amp="bf16"):
     """Images/second of WRN-40-2 on 32x32x3 inputs with AMP (CUDA only)."""
     from aoe_detect import AOEDetector
+    from aoe_detect.runtime import Runtime
 
     rng = np.random.RandomState(0)
     X = rng.randint(0, 256, (n, 3, 32, 32), dtype=np.uint8)
@@ -564,7 +568,7 @@ def gpu_wrn_section(device, log, n=10000, amp="bf16"):
     out = {}
     for name, attack in (("OE", None), ("AOE-FGSM", "fgsm")):
         det = AOEDetector(backbone="wrn40_2", outliers="uniform", attack=attack, epochs=2,
-                          pretrain_epochs=0, batch_size=128, amp=amp, device=device,
+                          pretrain_epochs=0, batch_size=128, runtime=Runtime(amp=amp), device=device,
                           random_state=0).fit(X, y)
         ep = min(h["seconds"] for h in det.history_)
         n_tr = n - int(round(0.1 * n))

@@ -17,6 +17,7 @@ PUBLIC_MODULES = [
     "aoe_detect.losses",
     "aoe_detect.attacks",
     "aoe_detect.scores",
+    "aoe_detect.runtime",
     "aoe_detect.outliers",
     "aoe_detect.outliers.gan",
     "aoe_detect.backbones",

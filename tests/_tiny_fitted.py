@@ -19,7 +19,8 @@ from torch import nn
 import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, TrainingInterruptedWarning
 from aoe_detect import _fit_inputs
-from aoe_detect._state import CalibrationWarning, conformal_offset, keep_classes_in_training
+from aoe_detect._fit_inputs import keep_classes_in_training
+from aoe_detect._state import CalibrationWarning, conformal_offset
 from aoe_detect.attacks import PGD
 from aoe_detect.detector import NoClassesError
 from aoe_detect.outliers import UniformNoise

@@ -14,6 +14,7 @@ torch.set_num_threads(1)
 warnings.simplefilter("ignore")
 
 from aoe_detect import AOEDetector  # noqa: E402
+from aoe_detect.runtime import Runtime  # noqa: E402
 from aoe_detect.distributed import convert_sync_batchnorm, revert_sync_batchnorm  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +50,8 @@ def main(out):
     det = AOEDetector(**CONFIG).fit(X, y)  # initialises the gloo group from torchrun's env
     assert dist.is_initialized() and det.distributed_
     rank, world = dist.get_rank(), dist.get_world_size()
-    nosync = AOEDetector(**{**CONFIG, "sync_batchnorm": False}).fit(X, y)
+    nosync = AOEDetector(**{**CONFIG, "runtime": Runtime(distributed="auto",
+                                                         sync_batchnorm=False)}).fit(X, y)
     res = unit_check(rank, world)
     plain = all(type(m).__name__ != "SyncBatchNorm" for m in det.module_.modules()) and any(
         isinstance(m, torch.nn.BatchNorm1d) for m in det.module_.modules())

@@ -166,6 +166,10 @@ _FORBIDDEN = {
     "_fit_steps": {"detector", "persistence", "_scoring", "_fit_inputs"},
     "_scoring": {"detector", "persistence"},
     "persistence": {"detector", "_scoring", "_fit_steps", "_training", "_fit_inputs"},
+    "_version": None,
+    "_state": {"_params", "_training", "_fit_inputs", "_loading", "outliers", *_ESTIMATOR},
+    "runtime": {"_params", "_training", "_fit_inputs", "_loading", "outliers", *_ESTIMATOR},
+    "_params": {"_training", "_fit_inputs", "_loading", "outliers", *_ESTIMATOR},
 }
 
 

@@ -322,8 +322,9 @@ def test_set_unknown_parameter(tabular, capsys):
     assert main(["fit", "--id", str(tabular / "train.npz"), "--out", str(tabular / "m.aoe"),
                  "--set", "no_such=1", "--quiet"]) == 2
     assert "not a parameter of AOEDetector" in _error_line(capsys)
+    # a component setting is accepted on a name (`attack="fgsm"`), refused without an attack
     assert main(["fit", "--id", str(tabular / "train.npz"), "--out", str(tabular / "m.aoe"),
-                 "--set", "attack__eps=0.1", "--quiet"]) == 2
+                 "--attack", "none", "--set", "attack__eps=0.1", "--quiet"]) == 2
     assert "attack__eps" in _error_line(capsys)
 
 

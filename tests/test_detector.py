@@ -130,7 +130,7 @@ def test_factory_backbone(blobs):
 
 @pytest.mark.parametrize("variant", [
     dict(outliers=None), dict(attack=None), dict(attack="gaussian"), dict(attack="fgsm"),
-    dict(attack="pgd"), dict(loss="softmax"), dict(attack=FGSM(), attack_fraction=0.5),
+    dict(attack="pgd"), dict(loss="softmax"), dict(attack=FGSM(fraction=0.5)),
 ], ids=["no-oe", "oe", "oe-gauss", "aoe-fgsm", "aoe-pgd", "softmax-oe", "half-attacked"])
 def test_variants_separate_outliers(blobs, variant):
     X, y = blobs
@@ -151,7 +151,7 @@ def test_variants_separate_outliers(blobs, variant):
 
 def test_attack_fraction_zero_equals_vanilla_oe(blobs):
     X, y = blobs
-    a = AOEDetector(**FAST, attack="fgsm", attack_fraction=0.0).fit(X, y)
+    a = AOEDetector(**FAST, attack=FGSM(fraction=0.0)).fit(X, y)
     b = AOEDetector(**FAST, attack=None).fit(X, y)
     np.testing.assert_array_equal(a.score_samples(X), b.score_samples(X))
 

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from aoe_detect import AOEDetector
+from aoe_detect.runtime import Runtime
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIG = dict(backbone="mlp", epochs=3, pretrain_epochs=2, batch_size=32, random_state=0,
-              device="cpu", distributed="auto")
+              device="cpu", runtime=Runtime(distributed="auto"))
 
 
 def make_data():
@@ -96,5 +97,5 @@ def test_only_rank0_writes(ddp_run):
 
 def test_distributed_true_without_group_is_an_error():
     X, y, _ = make_data()
-    with pytest.raises(ValueError, match="distributed=True"):
-        AOEDetector(**{**CONFIG, "distributed": True}).fit(X, y)
+    with pytest.raises(ValueError, match="runtime__distributed=True"):
+        AOEDetector(**{**CONFIG, "runtime": Runtime(distributed=True)}).fit(X, y)

@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from aoe_detect import AOEDetector
+from aoe_detect.runtime import Runtime
 from aoe_detect._fit_inputs import (FitInputs, fit_outlier_source, input_params,
                                     prepare_fit_inputs, split_validation)
 from aoe_detect._loading import DatasetView
@@ -118,7 +119,8 @@ def test_one_class_is_refused_for_a_built_backbone_only():
 
 
 def test_input_params_reads_the_estimator_and_sets_nothing():
-    det = AOEDetector(outlier_label="out", input_range=(-10.0, 10.0), num_workers=0)
+    det = AOEDetector(outlier_label="out", input_range=(-10.0, 10.0),
+                      runtime=Runtime(num_workers=0))
     before = dict(det.__dict__)
     p = input_params(det)
     assert p["outlier_label"] == "out" and p["input_range"] == (-10.0, 10.0)

@@ -57,7 +57,7 @@ CASES = [
     ("energy+mahalanobis", set_json("params", "temperature", -1.0), r"'temperature' parameter"),
     ("energy+mahalanobis", _spec(lambda s: s.__setitem__("temperature", 5.0)),
      r"invalid `scorer_.temperature`"),
-    ("energy+knn", set_json("params", "knn_k", -5), r"'knn_k' parameter"),
+    ("energy+knn", set_json("params", "knn_k", -5), r"`ood_score` \(OODScore\).*'k' parameter"),
     ("energy+knn", _spec(lambda s: s.__setitem__("knn_k", 1000)), r"invalid `scorer_.knn_k`"),
     ("energy+knn", _spec(lambda s: s.__setitem__("knn_k", -5)), r"invalid `scorer_.knn_k`"),
     ("energy+knn", _state("bank", lambda t: t * 3), r"invalid `scorer_state.bank`"),

@@ -11,6 +11,7 @@ import pytest
 
 from aoe_detect import AOEDetector
 from aoe_detect.exceptions import CalibrationWarning, StaleScoreError
+from aoe_detect.scores import OODScore
 from aoe_detect.testing import TINY, describe_change, quiet, snapshot, tiny_blobs
 
 X, Y, PROBE = tiny_blobs()
@@ -24,7 +25,7 @@ HUGE20 = np.r_[np.full((1, 20), 1e37), np.full((1, 20), -1e37), _R.choice([-1e37
 
 @pytest.fixture(scope="module")
 def fitted_knn():
-    return quiet(AOEDetector(**TINY, ood_score="energy+knn", knn_k=3).fit, X, Y)
+    return quiet(AOEDetector(**TINY, ood_score=OODScore("energy+knn", k=3)).fit, X, Y)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def wide():
 
 # ------------------------------------------------------------ 1. stale fitted score
 @pytest.mark.parametrize("param, value", [("ood_score", "energy"), ("ood_score", "mahalanobis"),
-                                          ("feature_layer", "net.0")])
+                                          ("ood_score__feature_layer", "net.0")])
 def test_refit_params_refuse_to_score_and_to_save(fitted, tmp_path, param, value):
     det = copy.deepcopy(fitted)
     snap = snapshot(det, PROBE)
@@ -47,19 +48,19 @@ def test_refit_params_refuse_to_score_and_to_save(fitted, tmp_path, param, value
     with pytest.raises(StaleScoreError, match=param):
         det.save(tmp_path / "d.aoe")
     assert not (tmp_path / "d.aoe").exists()  # never a file that load() would reject
-    det.set_params(**{param: fitted.get_params()[param]})  # set back: exactly as fitted
+    det.set_params(ood_score=fitted.ood_score)  # set back: exactly as fitted
     assert describe_change(det, snap, PROBE) is None
 
 
 def test_knn_max_samples_refuses(fitted_knn):
-    det = copy.deepcopy(fitted_knn).set_params(knn_max_samples=5)
-    with pytest.raises(StaleScoreError, match="knn_max_samples"):
+    det = copy.deepcopy(fitted_knn).set_params(ood_score__max_samples=5)
+    with pytest.raises(StaleScoreError, match="ood_score__max_samples"):
         det.score_samples(PROBE)
 
 
 def test_irrelevant_score_params_change_nothing(fitted):
-    # knn_k means nothing to energy+mahalanobis: the scores stay bitwise the same
-    det = copy.deepcopy(fitted).set_params(knn_k=7, knn_max_samples=10)
+    # the k-NN settings mean nothing to energy+mahalanobis: the scores stay bitwise the same
+    det = copy.deepcopy(fitted).set_params(ood_score__k=7, ood_score__max_samples=10)
     assert det.score_samples(PROBE).tobytes() == fitted.score_samples(PROBE).tobytes()
 
 
@@ -103,8 +104,8 @@ def test_temperature_and_contamination_rebuild_score_and_threshold(fitted, tmp_p
 
 
 def test_knn_k_rebuilds_score_and_threshold(fitted_knn):
-    det = copy.deepcopy(fitted_knn).set_params(knn_k=5)
-    ref = quiet(AOEDetector(**TINY, ood_score="energy+knn", knn_k=5).fit, X, Y)
+    det = copy.deepcopy(fitted_knn).set_params(ood_score__k=5)
+    ref = quiet(AOEDetector(**TINY, ood_score=OODScore("energy+knn", k=5)).fit, X, Y)
     np.testing.assert_allclose(det.score_samples(PROBE), ref.score_samples(PROBE), rtol=1e-5,
                                atol=1e-6)
     assert det.offset_ == pytest.approx(ref.offset_, rel=1e-5, abs=1e-6)
@@ -213,11 +214,13 @@ def test_zero_validation_fraction_with_knn_warns():
 
 
 def test_knn_k_above_the_bank_warns():
-    with pytest.warns(UserWarning, match=r"knn_k=500 is larger than the \d+ ID training"):
-        AOEDetector(**{**TINY, "ood_score": "knn", "knn_k": 500}).fit(X, Y)
+    with pytest.warns(UserWarning, match=r"ood_score__k=500 is larger than the \d+ ID training"):
+        AOEDetector(**{**TINY, "ood_score": OODScore("knn", k=500)}).fit(X, Y)
 
 
-@pytest.mark.parametrize("param", ["knn_max_samples", "batch_size", "knn_k", "epochs"])
+@pytest.mark.parametrize("param", ["ood_score__max_samples", "batch_size", "ood_score__k",
+                                   "epochs"])
 def test_bools_are_not_integers(param):
-    with pytest.raises(ValueError, match=rf"'{param}' parameter.*not a bool"):
-        AOEDetector(**{**TINY, param: True}).fit(X, Y)
+    name = param.split("__")[-1]
+    with pytest.raises(ValueError, match=rf"'{name}' parameter.*not a bool"):
+        AOEDetector(**TINY).set_params(**{param: True}).fit(X, Y)

@@ -9,7 +9,7 @@ from _tiny_fitted import *  # noqa: F401,F403  (shared imports, tiny blobs, the 
     ({"attack": PGD(steps=-1)}, r"`attack` \(PGD\).*'steps'"),
     ({"attack": PGD(step_size=float("nan"))}, r"`attack` \(PGD\).*'step_size'"),
     ({"outliers": UniformNoise(widen=float("nan"))}, r"`outliers` \(UniformNoise\).*'widen'"),
-    ({"m_in": -1e200}, r"'m_in' parameter"),
+    ({"loss__m_in": -1e200}, r"'m_in' parameter"),
     ({"temperature": 1e-40}, r"'temperature' parameter"),
     ({"attack__steps": 0, "attack": PGD()}, r"'steps'"),
 ])
@@ -20,7 +20,7 @@ def test_nested_and_extreme_parameters_rejected_at_fit(fitted, params, match):
         first = {k: v for k, v in params.items() if "__" not in k}
         det.set_params(**first).set_params(**{k: v for k, v in params.items() if "__" in k})
         det.fit(X, Y)
-    det.set_params(**{k: fitted.get_params()[k] for k in first})
+    det.set_params(**{k.split("__")[0]: fitted.get_params()[k.split("__")[0]] for k in params})
     assert describe_change(det, snap, PROBE) is None
 
 

@@ -84,12 +84,12 @@ def test_round_trip_images_and_user_module(tmp_path):
 
 def test_a_pickle_from_before_newer_parameters_gets_their_defaults(fitted):
     state = fitted.__getstate__()
-    for name in ("sync_batchnorm", "augment", "weight_decay"):  # added after 0.1
+    for name in ("runtime", "augment", "weight_decay"):  # added after 0.1
         del state[name]
     old = AOEDetector.__new__(AOEDetector)
     old.__setstate__(state)
     params = old.get_params(deep=False)
-    assert (params["sync_batchnorm"], params["augment"], params["weight_decay"]) == ("auto", False, 0.0)
+    assert (params["runtime"], params["augment"], params["weight_decay"]) == (None, False, 0.0)
     _same_detector(old, fitted)
     assert old.set_params(epochs=1).fit(X, Y).offset_ == fitted.offset_  # refits as before
 
@@ -273,7 +273,7 @@ def test_missing_file_and_directory(tmp_path):
 
 # -------------------------------------------------------------------------- versions
 def test_version_mismatch_warns_and_loads(fitted, tmp_path, monkeypatch):
-    monkeypatch.setattr(aoe_detect, "__version__", "0.0.1")
+    monkeypatch.setattr(aoe_detect._version, "__version__", "0.0.1")
     fitted.save(tmp_path / "old.aoe")
     monkeypatch.undo()
     with pytest.warns(UserWarning, match=r"written by aoe-detect 0\.0\.1; you are running"):
@@ -282,7 +282,7 @@ def test_version_mismatch_warns_and_loads(fitted, tmp_path, monkeypatch):
 
 
 def test_pickle_version_mismatch_warns(fitted, monkeypatch):
-    monkeypatch.setattr(aoe_detect, "__version__", "0.0.1")
+    monkeypatch.setattr(aoe_detect._version, "__version__", "0.0.1")
     blob = pickle.dumps(fitted)
     monkeypatch.undo()
     with pytest.warns(UserWarning, match=r"pickled with aoe-detect 0\.0\.1"):

@@ -151,9 +151,9 @@ BAD_TABULAR = [
     case(lambda d: d.fit(X, np.r_[0, -np.ones(79, int)]), ValueError, r"Only 1 in-distribution row", "y-one-id-row"),
     case(lambda d: d.fit(X, X[:5], X_outliers=X[:5]), ValueError, r"Ambiguous call.*`X_outliers`", "outliers-twice"),
     # hyperparameters (sklearn's InvalidParameterError is a ValueError and a TypeError)
-    case(FIT, ValueError, r"'epsilon' parameter.*range \[0\.0, inf\).*Got -0\.1", "epsilon-negative", epsilon=-0.1),
-    case(FIT, ValueError, r"'epsilon' parameter.*Got nan", "epsilon-nan", epsilon=float("nan")),
-    case(FIT, ValueError, r"'epsilon' parameter.*Got inf", "epsilon-inf", epsilon=float("inf")),
+    case(FIT, ValueError, r"`attack` \(FGSM\).*'eps' parameter.*Got -0\.1", "epsilon-negative", attack__eps=-0.1),
+    case(FIT, ValueError, r"'eps' parameter.*Got nan", "epsilon-nan", attack__eps=float("nan")),
+    case(FIT, ValueError, r"'eps' parameter.*Got inf", "epsilon-inf", attack__eps=float("inf")),
     case(FIT, ValueError, r"'batch_size' parameter.*range \[1, inf\).*Got 0", "batch_size-0", batch_size=0),
     case(FIT, ValueError, r"'outlier_batch_size' parameter.*Got 0", "outlier_batch_size-0", outlier_batch_size=0),
     case(FIT, ValueError, r"'epochs' parameter.*range \[0, inf\).*Got -1", "epochs-negative", epochs=-1),
@@ -163,10 +163,10 @@ BAD_TABULAR = [
     case(FIT, ValueError, r"'contamination' parameter.*range \(0\.0, 0\.5\].*Got 0\.6", "contamination-0.6", contamination=0.6),
     case(FIT, ValueError, r"'contamination' parameter.*Got nan", "contamination-nan", contamination=float("nan")),
     case(FIT, ValueError, r"'lr' parameter.*range \(0\.0, inf\)", "lr-0", lr=0.0),
-    case(FIT, ValueError, r"'attack_fraction' parameter.*\[0\.0, 1\.0\]", "attack_fraction-1.5", attack_fraction=1.5),
+    case(FIT, ValueError, r"'fraction' parameter.*range \[0\.0, 1\.0\]", "attack_fraction-1.5", attack__fraction=1.5),
     case(FIT, ValueError, r"'validation_fraction' parameter.*\[0\.0, 1\.0\)", "validation_fraction-1", validation_fraction=1.0),
-    case(FIT, ValueError, r"'m_in' parameter.*Got nan", "m_in-nan", m_in=float("nan")),
-    case(FIT, ValueError, r"`m_out` \(0\.5\) must be greater than `m_in` \(1\.0\)", "m_out-below-m_in", m_in=1.0, m_out=0.5),
+    case(FIT, ValueError, r"'m_in' parameter.*Got nan", "m_in-nan", loss__m_in=float("nan")),
+    case(FIT, ValueError, r"`loss__m_out` \(0\.5\) must be greater than `loss__m_in` \(1\.0\)", "m_out-below-m_in", loss__m_in=1.0, loss__m_out=0.5),
     case(FIT, ValueError, r"`input_range` must be 'auto', None or \(low, high\) with finite low < high, got \(1\.0, 0\.0\)", "input_range-reversed", input_range=(1.0, 0.0)),
     case(FIT, ValueError, r"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'", "device-unknown", device="tpu"),
     case(FIT, ValueError, r"'warm_start' parameter.*bool", "warm_start-str", warm_start="yes"),
@@ -185,7 +185,7 @@ BAD_TABULAR = [
     case(lambda d: d.fit(X, np.where(Y == 1, 5, 0)), ValueError, r"`y` has label 5 but the backbone outputs only 2 logits", "y-beyond-backbone-logits", backbone=nn.Linear(2, 2)),
     # fails only after a new module was built: the old fitted state must come back
     case(FIT, ValueError, r"outlier source returned.*expected samples of shape \(2,\)", "outlier-source-shape", outliers=WrongShapeSource()),
-    case(FIT, ValueError, r"`m_out` \(-1000\.0\) must be greater than `m_in`", "m_out-below-auto-m_in", m_in="auto", m_out=-1e3),
+    case(FIT, ValueError, r"`loss__m_out` \(-1000\.0\) must be greater than `loss__m_in`", "m_out-below-auto-m_in", loss__m_in="auto", loss__m_out=-1e3),
     # methods of a fitted detector
     case(lambda d: d.score_samples(X[:, :1]), ValueError, r"X has 1 features, but AOEDetector is expecting 2 features", "score-fewer-features"),
     case(lambda d: d.predict(np.c_[X, X]), ValueError, r"X has 4 features, but AOEDetector is expecting 2 features", "predict-more-features"),
@@ -220,7 +220,8 @@ BAD_IMAGES = [
 def _run_bad_case(base, probe, params, call, exc, match):
     det = copy.deepcopy(base)
     before = snapshot(det, probe)
-    original = {k: det.get_params(deep=False)[k] for k in params}
+    top = det.get_params(deep=False)  # a nested name is restored by its component
+    original = {k.split("__")[0]: top[k.split("__")[0]] for k in params}
     det.set_params(**params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -276,7 +277,7 @@ def test_methods_before_fit_raise_not_fitted(method, tmp_path, monkeypatch):
 def test_failed_first_fit_leaves_estimator_unfitted():
     det = AOEDetector(**TINY)
     with pytest.raises(ValueError, match="m_out"):
-        det.set_params(m_out=-1e6).fit(X, Y)  # fails after the module was built
+        det.set_params(loss__m_out=-1e6).fit(X, Y)  # fails after the module was built
     assert not [k for k in vars(det) if k.endswith("_")]
     with pytest.raises(NotFittedError):
         det.score_samples(X)

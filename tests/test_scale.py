@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, IterableDataset
 import aoe_detect.attacks as attacks
 import aoe_detect._scoring as _scoring
 from aoe_detect import AOEDetector
+from aoe_detect.runtime import Runtime
 from aoe_detect._training import index_batches, steps_per_epoch
 from aoe_detect.attacks import FGSM, pgd
 from aoe_detect._loading import GlobalBatchSampler
@@ -114,7 +115,7 @@ def test_dataset_outlier_rows_and_outlier_datasets(images):
     assert len(det.outlier_source_.dataset) == 30
     assert math.isfinite(det.history_[-1]["mean_energy_outlier"])
     # an outlier Dataset as X_outliers, streamed by 2 worker processes; scoring with workers
-    det = AOEDetector(**{**IMG, "num_workers": 2}).fit(X, y, X_outliers=Rows(X_test))
+    det = AOEDetector(**{**IMG, "runtime": Runtime(num_workers=2)}).fit(X, y, X_outliers=Rows(X_test))
     assert isinstance(det.outlier_source_, DatasetOutliers)
     assert np.isfinite(det.score_samples(Rows(X_test))).all()
     # ... and as the `outliers` parameter
@@ -159,12 +160,12 @@ class CountingFGSM(FGSM):
 def test_attack_refresh_perturbs_every_k_steps(blobs):
     X, y = blobs
     CountingFGSM.calls = 0
-    det = AOEDetector(**{**TAB, "attack": CountingFGSM(), "attack_refresh": 3}).fit(X, y)
+    det = AOEDetector(**{**TAB, "attack": CountingFGSM(refresh=3)}).fit(X, y)
     steps = sum(r["steps"] for r in det.history_ if r["stage"] == "finetune")
     assert CountingFGSM.calls == math.ceil(steps / 3)
     assert all(math.isfinite(r["loss"]) for r in det.history_)
-    with pytest.raises(InvalidParameterError, match="attack_refresh"):
-        AOEDetector(attack_refresh=0).fit(X, y)
+    with pytest.raises(InvalidParameterError, match=r"`attack` \(FGSM\).*'refresh'"):
+        AOEDetector().set_params(attack__refresh=0).fit(X, y)
 
 
 def _net():
@@ -234,7 +235,7 @@ def tab_fit(blobs):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_training_on_cpu(blobs, tab_fit, amp):
     X, y = blobs
-    det = AOEDetector(**TAB, amp=amp).fit(X, y)
+    det = AOEDetector(**TAB, runtime=Runtime(amp=amp)).fit(X, y)
     s = det.score_samples(X)
     assert s.dtype == np.float64 and np.isfinite(s).all()
     assert np.corrcoef(s, tab_fit.score_samples(X))[0, 1] > 0.95
@@ -243,7 +244,7 @@ def test_amp_training_on_cpu(blobs, tab_fit, amp):
 
 def test_channels_last_and_round_trip(images, array_fit, tmp_path):
     X, y, X_test = images
-    det = AOEDetector(**IMG, channels_last=True).fit(X, y)
+    det = AOEDetector(**IMG, runtime=Runtime(channels_last=True)).fit(X, y)
     assert det.module_.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     s = det.score_samples(X_test)
     np.testing.assert_allclose(s, array_fit.score_samples(X_test), rtol=0, atol=1e-2 * np.ptp(s))
@@ -257,7 +258,7 @@ def test_compile_matches_eager(blobs):
     X, y = blobs
     cfg = {**TAB, "epochs": 1, "pretrain_epochs": 1, "batch_size": 64, "outliers": "uniform"}
     plain = AOEDetector(**cfg).fit(X, y)
-    det = AOEDetector(**cfg, compile={"backend": "eager"}).fit(X, y)  # dynamo, no codegen
+    det = AOEDetector(**cfg, runtime=Runtime(compile={"backend": "eager"})).fit(X, y)  # dynamo, no codegen
     np.testing.assert_allclose(det.score_samples(X), plain.score_samples(X), rtol=1e-5,
                                atol=1e-5)
     assert type(det.module_) is type(plain.module_)  # module_ stays the plain module
@@ -265,15 +266,17 @@ def test_compile_matches_eager(blobs):
 
 def test_new_parameters_are_validated(blobs):
     X, y = blobs
-    p = AOEDetector().get_params()
-    assert {k: p[k] for k in ("amp", "compile", "channels_last", "num_workers", "attack_refresh",
+    p = Runtime().get_params()
+    assert {k: p[k] for k in ("amp", "compile", "channels_last", "num_workers",
                               "distributed")} == dict(amp=False, compile=False,
                                                       channels_last="auto", num_workers=0,
-                                                      attack_refresh=1, distributed="auto")
+                                                      distributed="auto")
+    assert AOEDetector().runtime is None and AOEDetector().attack == "fgsm"
     for bad in (dict(amp="fp8"), dict(channels_last="yes"), dict(num_workers=-1),
                 dict(distributed="maybe"), dict(compile="max")):
-        with pytest.raises(InvalidParameterError, match=next(iter(bad))):
-            AOEDetector(**bad).fit(X, y)
+        key = next(iter(bad))
+        with pytest.raises(InvalidParameterError, match=rf"`runtime` \(Runtime\).*'{key}'"):
+            AOEDetector(runtime=Runtime(**bad)).fit(X, y)
 
 
 # ------------------------------------------------------------------ sharding invariants

@@ -13,7 +13,7 @@ from torch import nn
 from aoe_detect import AOEDetector, energy
 from aoe_detect.attacks import PGD
 from aoe_detect.scores import (SCORES, FeatureTap, KNNScore, LogitsAndFeatures, MahalanobisScore,
-                               ScoreHead, SumScore, build_scorer, feature_layer)
+                               OODScore, ScoreHead, SumScore, build_scorer, feature_layer)
 
 FAST = dict(epochs=2, pretrain_epochs=3, batch_size=32, random_state=0, device="cpu")
 
@@ -237,19 +237,19 @@ def test_label_free_and_user_module_feature_scores(digits):
     net = nn.Sequential(nn.Linear(X.shape[1], 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
                         nn.Linear(16, 5))
     det2 = AOEDetector(backbone=net, epochs=1, random_state=0, device="cpu",
-                       ood_score="knn", feature_layer="2").fit(X, y)
+                       ood_score=OODScore("knn", feature_layer="2")).fit(X, y)
     assert det2.scorer_.bank.shape[1] == 32  # the input of layer "2"
     assert np.isfinite(det2.score_samples(X_ood)).all()
     with pytest.raises(ValueError, match="feature_layer"):
-        AOEDetector(backbone=net, epochs=1, device="cpu", ood_score="knn",
-                    feature_layer="nope").fit(X, y)
+        AOEDetector(backbone=net, epochs=1, device="cpu",
+                    ood_score=OODScore("knn", feature_layer="nope")).fit(X, y)
     with pytest.raises(ValueError, match="ood_score"):
         AOEDetector(ood_score="odin").fit(X, y)
 
 
 def test_knn_max_samples_bounds_the_bank(digits):
     X, y, _, _ = digits
-    det = AOEDetector(**FAST, ood_score="knn", knn_max_samples=100, knn_k=3).fit(X, y)
+    det = AOEDetector(**FAST, ood_score=OODScore("knn", max_samples=100, k=3)).fit(X, y)
     assert det.scorer_.bank.shape[0] == 100 and det.scorer_.resolved_k() == 3
 
 

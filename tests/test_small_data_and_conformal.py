@@ -86,9 +86,9 @@ def test_attack_eps_per_feature_and_invalid_named(fitted):
 def test_compile_options_checked_before_training(fitted):
     det = copy.deepcopy(fitted)
     snap = snapshot(det, PROBE)
-    with pytest.raises(ValueError, match=r"`compile`=.*not valid for torch.compile"):
-        det.set_params(compile={"mode": "bad"}).fit(X, Y)
-    det.set_params(compile=False)
+    with pytest.raises(ValueError, match=r"`runtime__compile`=.*not valid for torch.compile"):
+        det.set_params(runtime__compile={"mode": "bad"}).fit(X, Y)
+    det.set_params(runtime=None)
     assert describe_change(det, snap, PROBE) is None
 
 
@@ -137,9 +137,9 @@ def test_failed_channels_last_warm_start_keeps_image_module_layout():
             return torch.rand(n, 1, 8, 8, generator=generator)
 
     snap = snapshot(det, probe)
-    det.set_params(warm_start=True, epochs=3, channels_last=True, outliers=Boom())
+    det.set_params(warm_start=True, epochs=3, runtime__channels_last=True, outliers=Boom())
     with pytest.raises(RuntimeError, match="boom"):
         quiet(det.fit, XI, YI)
-    det.set_params(warm_start=False, epochs=1, channels_last="auto", outliers="uniform")
+    det.set_params(warm_start=False, epochs=1, runtime=None, outliers="uniform")
     assert describe_change(det, snap, probe) is None
     assert [p.stride() for p in det.module_.parameters()] == strides

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from aoe_detect import AOEDetector
+from aoe_detect.runtime import Runtime
 from aoe_detect.distributed import convert_sync_batchnorm, revert_sync_batchnorm
 from test_distributed import make_data  # noqa: F401  (shared data; the DDP worker imports it from here)
 
@@ -31,7 +32,8 @@ def bn_backbone(n_classes, input_shape):
 
 
 CONFIG = dict(backbone=bn_backbone, epochs=2, pretrain_epochs=1, batch_size=32, random_state=0,
-              device="cpu", distributed="auto", outliers="uniform", attack="fgsm")
+              device="cpu", runtime=Runtime(distributed="auto"), outliers="uniform",
+              attack="fgsm")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from aoe_detect import AOEDetector
+from aoe_detect._params import flat_params
 from aoe_detect._training import (Progress, Stage, TrainOptions, build_stage, close_stage,
                                   restore_kept, run_stage, train_epoch)
 from aoe_detect.attacks import FGSM, attack_radius, resolve_epsilon
@@ -173,14 +174,14 @@ def test_restore_kept_puts_back_weights_and_history_with_a_warning():
 
 
 def test_train_options_from_the_estimator_params():
-    params = AOEDetector(batch_size=64, outlier_batch_size=32, lr=0.5, optimizer="sgd",
-                         attack_refresh=3, num_workers=0, verbose=2).get_params(deep=False)
+    params = flat_params(AOEDetector(batch_size=64, outlier_batch_size=32, lr=0.5,
+                                     optimizer="sgd", attack=FGSM(refresh=3), verbose=2))
     opts = TrainOptions.from_params(params, clip=(0.0, 1.0), channels_last=False, ddp=False)
     assert (opts.batch_size, opts.outlier_batch_size, opts.lr, opts.optimizer) == (64, 32, 0.5, "sgd")
     assert opts.attack_refresh == 3 and opts.clip == (0.0, 1.0) and opts.verbose == 2
     assert opts.sync_batchnorm == "auto" and opts.temperature == 1.0
     assert opts.weight_decay == 0.0
-    assert TrainOptions.from_params(AOEDetector(weight_decay=0.05).get_params(deep=False),
+    assert TrainOptions.from_params(flat_params(AOEDetector(weight_decay=0.05)),
                                     clip=None, channels_last=False, ddp=False).weight_decay == 0.05
 
 
@@ -240,19 +241,20 @@ def test_fit_uses_the_attack_eps_set_through_nested_params(blobs):
     np.testing.assert_array_equal(a.score_samples(X[:20]), b.score_samples(X[:20]))
 
 
-def test_loss_objects_carry_their_settings_and_the_shortcuts_fill_the_rest(blobs):
+def test_loss_objects_carry_their_settings_and_the_old_shortcuts_fill_the_rest(blobs):
     from sklearn.base import clone
 
     from aoe_detect.losses import EnergyMargin, SoftmaxOE, loss_settings
 
-    assert loss_settings("energy", "auto", "auto", 3.0) == ("energy", "auto", "auto", 3.0)
-    assert loss_settings(EnergyMargin(m_in=-8.0), 0.2, "auto", "auto") == ("energy", 0.2, -8.0, "auto")
-    assert loss_settings(SoftmaxOE(lam=0.7), 0.2, "auto", "auto") == ("softmax", 0.7, "auto", "auto")
+    assert loss_settings("energy") == ("energy", "auto", "auto", "auto")
+    assert loss_settings(EnergyMargin(m_in=-8.0)) == ("energy", "auto", -8.0, "auto")
+    assert loss_settings(SoftmaxOE(lam=0.7)) == ("softmax", 0.7, "auto", "auto")
     X, y = blobs
     kw = dict(epochs=1, pretrain_epochs=1, outliers="uniform", ood_score="energy",
               random_state=0, device="cpu", batch_size=32)
-    short = AOEDetector(lam=0.3, m_in=-6.0, m_out=-2.0, **kw).fit(X, y)
-    obj = AOEDetector(loss=EnergyMargin(lam=0.3, m_in=-6.0), m_out=-2.0, **kw).fit(X, y)
+    with pytest.warns(FutureWarning):  # the flat names of 0.2
+        short = AOEDetector(lam=0.3, m_in=-6.0, m_out=-2.0, **kw).fit(X, y)
+        obj = AOEDetector(loss=EnergyMargin(lam=0.3, m_in=-6.0), m_out=-2.0, **kw).fit(X, y)
     grid = clone(AOEDetector(loss=EnergyMargin(), **kw)).set_params(
         loss__lam=0.3, loss__m_in=-6.0, loss__m_out=-2.0).fit(X, y)
     for det in (obj, grid):
@@ -262,8 +264,8 @@ def test_loss_objects_carry_their_settings_and_the_shortcuts_fill_the_rest(blobs
     assert soft.lam_ == 0.25
     np.testing.assert_array_equal(
         soft.score_samples(X[:20]),
-        AOEDetector(loss="softmax", lam=0.25, **kw).fit(X, y).score_samples(X[:20]))
-    with pytest.raises(ValueError, match="`m_out`.*must be greater than `m_in`"):
+        AOEDetector(loss="softmax", **kw).set_params(loss__lam=0.25).fit(X, y).score_samples(X[:20]))
+    with pytest.raises(ValueError, match="`loss__m_out`.*must be greater than `loss__m_in`"):
         AOEDetector(loss=EnergyMargin(m_in=1.0, m_out=0.5), **kw).fit(X, y)
     with pytest.raises(ValueError, match=r"loss.*EnergyMargin.*lam"):
         AOEDetector(loss=EnergyMargin(lam=-1.0), **kw).fit(X, y)

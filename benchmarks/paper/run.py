@@ -82,10 +82,13 @@ def _detector(profile, seed, verbose, **params):
     # the paper's claims are about the energy score; the feature scores are compared in the
     # peer table (and in benchmarks/scores_study.py)
     base = dict(epochs=profile.epochs, batch_size=profile.batch_size, lr=profile.lr,
-                epsilon=profile.epsilon, random_state=seed, device=profile.device,
-                verbose=verbose, ood_score="energy")
+                random_state=seed, device=profile.device, verbose=verbose, ood_score="energy")
+    eps = params.pop("eps", profile.epsilon)
     base.update(params)
-    return AOEDetector(**base)
+    det = AOEDetector(**base)
+    if det.attack not in (None, "none"):  # the radius lives on the attack (attack__eps)
+        det.set_params(attack__eps=float(eps))
+    return det
 
 
 def _attack_param(attack, steps):
@@ -188,7 +191,7 @@ def _convergence_chain(p, seed, verbose, module, pre, data, pool, method):
             det.set_params(random_state=seed * 1000 + k, epochs=k + 1)
             det.fit(data["X_train"][idx], data["y_train"][idx], X_outliers=pool)
             if ep == 0 and c == 0:
-                det.set_params(m_in=float(det.m_in_), m_out=float(det.m_out_))
+                det.set_params(loss__m_in=float(det.m_in_), loss__m_out=float(det.m_out_))
             row = det.history_[-1]
             it += int(row.get("steps", 0))
             points.append({"iteration": it, "epoch": ep + (c + 1) / p.conv_chunks,
@@ -260,7 +263,7 @@ def _fine_tune(run, seed, module, key, s, pools):
         fit_kw = {}
     else:
         det = _detector(p, seed, run.verbose, backbone=module,
-                        attack=_attack_param(s["attack"], s["steps"]), epsilon=s["eps"])
+                        attack=_attack_param(s["attack"], s["steps"]), eps=s["eps"])
         fit_kw = {"X_outliers": pools[s["source"]][:s["n_pool"]]}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
