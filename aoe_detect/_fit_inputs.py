@@ -5,8 +5,8 @@ Datasets, outlier arrays or Datasets, labels with outlier rows) -> one :class:`F
 array, or a :class:`~aoe_detect._loading.DatasetView` of a Dataset), their labels, the sample
 shape and input range, the outliers given with the data, and what scikit-learn records about
 the features (``n_features_in``, ``feature_names_in``); :func:`split_validation` adds the
-held-out split; :func:`fit_outlier_source` turns the outliers (or the ``outliers`` parameter)
-into one fitted source. Nothing here sets an attribute of the estimator: ``fit`` copies what
+held-out split; :func:`build_source` turns the outliers (or the ``outliers`` parameter)
+into the one outlier source of training, once, with the inputs. Nothing here sets an attribute of the estimator: ``fit`` copies what
 it needs from the :class:`FitInputs`.
 
 Above loading (:mod:`aoe_detect._loading`) and the outlier sources (:mod:`aoe_detect.outliers`),
@@ -32,7 +32,7 @@ from ._validation import (FitRecord, check_input_range, check_inputs, check_more
                           is_outlier_array, labels_from_y)
 from .outliers import ArrayOutliers, DatasetOutliers, Mixture, resolve_outliers
 
-__all__ = ["FitInputs", "prepare_fit_inputs", "split_validation", "fit_outlier_source",
+__all__ = ["FitInputs", "prepare_fit_inputs", "split_validation", "build_source",
            "resolve_input_range", "input_params", "prepare_fit", "combine_outliers",
            "outlier_source", "keep_classes_in_training"]
 
@@ -63,6 +63,10 @@ class FitInputs:
         label-free second argument).
     source_array : ndarray or None
         The ``outliers`` parameter when it is an array (validated like ``X_outliers``).
+    source : object with ``sample(n, generator)`` or None
+        The outlier source of training, built once from the two above and the ``outliers``
+        parameter (:func:`build_source`; fitted later on ``X_train`` by
+        :func:`aoe_detect._fit_steps.fit_source`); None: no outlier exposure.
     train_idx, val_idx : ndarray or None
         Positions of the training and held-out rows in ``X`` (after
         :func:`split_validation`; None before).
@@ -75,6 +79,8 @@ class FitInputs:
     train_data : torch.Tensor, DatasetView or None
         What the training loop iterates over (``X_train`` itself, or the view of every
         training row of a Dataset).
+    train_labels : ndarray or None
+        Labels of the training rows (None for a label-free fit or before the split).
     """
 
     X: object
@@ -85,11 +91,13 @@ class FitInputs:
     feature_names_in: np.ndarray | None = None
     outliers: object = None
     source_array: np.ndarray | None = None
+    source: object = None
     train_idx: np.ndarray | None = None
     val_idx: np.ndarray | None = None
     X_train: torch.Tensor | None = None
     X_val: object = None
     train_data: object = None
+    train_labels: np.ndarray | None = None
 
     def fitted_attributes(self):
         """What the estimator records about its inputs: ``n_features_in_``,
@@ -99,11 +107,6 @@ class FitInputs:
         if self.feature_names_in is not None:
             out["feature_names_in_"] = self.feature_names_in
         return out
-
-    @property
-    def train_labels(self):
-        """Labels of the training rows (None for a label-free fit)."""
-        return None if self.labels is None else self.labels[self.train_idx]
 
 
 def input_params(estimator):
@@ -266,7 +269,7 @@ def _dataset_inputs(X, y, X_outliers, p):
     return FitInputs(view, labels, shape, input_range, int(shape[0]), None, outlier_parts)
 
 
-def prepare_fit_inputs(X, y=None, X_outliers=None, *, outliers=None, input_range="auto",
+def prepare_fit_inputs(X, y=None, X_outliers=None, *, outliers="default", input_range="auto",
                        outlier_label=-1, backbone_is_name=True, num_workers=0,
                        estimator_name="AOEDetector"):
     """Validate the data of ``fit`` once and describe it as a :class:`FitInputs`.
@@ -295,11 +298,11 @@ def prepare_fit_inputs(X, y=None, X_outliers=None, *, outliers=None, input_range
         parts = inputs.outliers
     else:
         inputs = _array_inputs(X, y, X_outliers, p)
-        if not ds_outliers:
-            return inputs
-        parts = [] if inputs.outliers is None else [inputs.outliers]
-    parts += [_outlier_view(d, inputs.sample_shape, inputs.input_range) for d in ds_outliers]
-    return dataclasses.replace(inputs, outliers=combine_outliers(parts, num_workers))
+        parts = None if not ds_outliers else [] if inputs.outliers is None else [inputs.outliers]
+    if parts is not None:
+        parts += [_outlier_view(d, inputs.sample_shape, inputs.input_range) for d in ds_outliers]
+        inputs = dataclasses.replace(inputs, outliers=combine_outliers(parts, num_workers))
+    return dataclasses.replace(inputs, source=build_source(inputs, outliers, num_workers))
 
 
 def keep_classes_in_training(perm, n_val, labels):
@@ -349,36 +352,28 @@ def split_validation(inputs, validation_fraction, rng, num_workers=0):
         X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if len(val_idx) else X_train
         train_data = X_train
     return dataclasses.replace(inputs, train_idx=tr_idx, val_idx=val_idx, X_train=X_train,
-                               X_val=X_val, train_data=train_data)
+                               X_val=X_val, train_data=train_data,
+                               train_labels=None if inputs.labels is None else inputs.labels[tr_idx])
 
 
-def fit_outlier_source(inputs, outliers, generator, num_workers=0):
-    """The fitted outlier source of training, or None (no outlier exposure).
-
-    Outliers given with the data replace the ``outliers`` parameter (with ``outliers=None``
-    they are ignored, with a warning); a source with ``fit`` is fitted on ``X_train`` and
-    probed once (``sample(2, generator)`` must return samples of the ID shape)."""
+def build_source(inputs, outliers, num_workers=0):
+    """The (unfitted) outlier source of training, or None (no outlier exposure), built once
+    with the inputs: outliers given with the data replace the ``outliers`` parameter (with
+    ``outliers=None`` they are ignored, with a warning)."""
     if inputs.outliers is not None:
         if outliers is None:
             warnings.warn("Outlier arrays were passed to fit but `outliers=None` disables "
-                          "outlier exposure; they are ignored.", UserWarning, stacklevel=3)
+                          "outlier exposure; they are ignored.", UserWarning, stacklevel=4)
             return None
-        source = outlier_source(inputs.outliers, num_workers)
-    elif is_dataset(outliers):
-        source = outlier_source(outliers, num_workers, inputs.input_range)
-    elif inputs.source_array is not None:
-        source = resolve_outliers(inputs.source_array, inputs.sample_shape)
-    else:
-        source = resolve_outliers(outliers, inputs.sample_shape)
-    if source is None:
-        return None
-    if hasattr(source, "fit"):
-        source.fit(inputs.X_train, generator)
-    probe = source.sample(2, generator)
-    if not isinstance(probe, torch.Tensor) or probe[0].numel() != inputs.X_train[0].numel():
-        raise ValueError(f"The outlier source returned {getattr(probe, 'shape', type(probe))} "
-                         f"for 2 samples; expected samples of shape {tuple(inputs.sample_shape)}.")
-    return source
+        return outlier_source(inputs.outliers, num_workers)
+    if is_dataset(outliers):
+        return outlier_source(outliers, num_workers, inputs.input_range)
+    if inputs.source_array is not None:
+        return resolve_outliers(inputs.source_array, inputs.sample_shape)
+    return resolve_outliers(outliers, inputs.sample_shape)
+
+
+
 
 
 def prepare_fit(estimator, X, y, X_outliers):

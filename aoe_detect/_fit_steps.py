@@ -21,16 +21,15 @@ from tqdm.auto import tqdm
 from . import distributed as _distributed
 from ._torch_utils import resolve_device, steps_per_epoch
 from ._training import batched_outputs
-from ._validation import check_epsilon
-from .attacks import attack_radius
 from .backbones import build_backbone
 from .exceptions import InvertedScoreWarning, NonFiniteLossError
 from .losses import CrossEntropyOnly, EnergyMarginLoss, SoftmaxOELoss
 from .scores import feature_layer as find_feature_layer
 
-__all__ = ["check_diverged_refit", "attack_eps",
+__all__ = ["check_diverged_refit",
            "AUTO_MARGIN_GAP", "AUTO_PRETRAIN_EPOCHS", "AUTO_EPOCHS", "AUTO_MIN_STEPS",
            "seed_from", "seed_and_device", "build_module", "stage_lengths", "auto_margins", "outlier_loss", "resolve_lam",
+           "fit_source",
            "warn_if_inverted"]
 
 #: Gap ``m_out - m_in`` (in nats) of the automatic energy margins. The energy is a negative
@@ -141,14 +140,18 @@ def check_diverged_refit(refit, stopped):
     return stopped
 
 
-def attack_eps(attack, epsilon, sample_shape, device):
-    """``(radius the attack runs with, epsilon_)``: ``epsilon_`` is the radius actually
-    used, so an attack object's own ``eps`` replaces the resolved ``epsilon``."""
-    if attack is None:
-        return 0.0, epsilon
-    eps = attack_radius(attack, epsilon, sample_shape, device)
-    own = getattr(attack, "eps", None)
-    return eps, (epsilon if own is None else check_epsilon(own, sample_shape, "attack__eps"))
+def fit_source(source, X_train, sample_shape, generator):
+    """The outlier source of training fitted on ``X_train`` (when it has ``fit``) and probed
+    once: ``sample(2, generator)`` must return samples of the ID shape. None stays None."""
+    if source is None:
+        return None
+    if hasattr(source, "fit"):
+        source.fit(X_train, generator)
+    probe = source.sample(2, generator)
+    if not isinstance(probe, torch.Tensor) or probe[0].numel() != X_train[0].numel():
+        raise ValueError(f"The outlier source returned {getattr(probe, 'shape', type(probe))} "
+                         f"for 2 samples; expected samples of shape {tuple(sample_shape)}.")
+    return source
 
 
 def seed_and_device(random_state, device, distributed, verbose=0):

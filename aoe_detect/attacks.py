@@ -422,6 +422,19 @@ def resolve_epsilon(epsilon, X_tr, sample_shape):
     return (AUTO_TABULAR_EPS * X_tr.std(0)).numpy().astype(np.float32)
 
 
+def training_radius(attack, X_train, sample_shape, device):
+    """``(radius the attack runs with, epsilon_)`` of a fit, decided once: the attack's own
+    ``eps`` (``attack__eps``, validated against ``sample_shape``) or "auto" resolved on the
+    training rows (:func:`resolve_epsilon`); without an attack, 0 and the "auto" radius
+    (what ``perturb`` uses by default). ``epsilon_`` is thus what training used."""
+    auto = resolve_epsilon("auto", X_train, sample_shape)
+    if attack is None:
+        return 0.0, auto
+    eps = attack_radius(attack, auto, sample_shape, device)
+    own = getattr(attack, "eps", None)
+    return eps, (auto if own is None else check_epsilon(own, sample_shape, "attack__eps"))
+
+
 def attack_radius(attack, default, sample_shape, device):
     """The one place that decides the radius an attack runs with: the attack object's own
     ``eps`` (``attack__eps``, validated against ``sample_shape``) when set, else ``default``

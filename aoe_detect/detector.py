@@ -25,7 +25,7 @@ from ._fit_steps import AUTO_EPOCHS, AUTO_MARGIN_GAP, AUTO_MIN_STEPS, AUTO_PRETR
 from ._scoring import SCORE_CHUNK_ROWS  # noqa: F401  (documented constant)
 from ._torch_utils import resolve_device as _resolve_device  # noqa: F401  (former home)
 from .attacks import (ATTACKS, AUTO_IMAGE_EPS, AUTO_TABULAR_EPS, attack_radius,  # noqa: F401
-                      resolve_attack, resolve_epsilon)
+                      resolve_attack, resolve_epsilon, training_radius)
 from .backbones import BACKBONES
 from .exceptions import (CalibrationWarning, NoClassesError, NonFiniteLossWarning,  # noqa: F401
                          TrainingInterruptedWarning)
@@ -373,10 +373,10 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
         self.__dict__.update(inputs.fitted_attributes(), device_=device)
         workers = self._runtime.num_workers
         data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, workers)
-        self._resume_from_checkpoint(data, device)  # warm start of an unfitted detector
+        if self.warm_start and not hasattr(self, "module_"):  # an unfitted detector resumes
+            self._resume_from_checkpoint(data, device)  # from checkpoint_dir, if it has one
         resuming = self.warm_start and hasattr(self, "module_")
         y_tr = self._set_module(data, resuming, device)
-        self.epsilon_ = resolve_epsilon("auto", data.X_train, data.sample_shape)  # or attack__eps
         kind, lam, _, _ = loss_settings(self.loss)
         self.lam_ = _fit_steps.resolve_lam(lam, kind)
         self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
@@ -386,11 +386,11 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
             world=_distributed.world_size() if self.distributed_ else 1,
             built=not isinstance(self.backbone, torch.nn.Module),  # fresh unless resuming
             history=self.history_ if resuming else None)
-        source = _fit_inputs.fit_outlier_source(data, self.outliers, gen, workers)
+        source = _fit_steps.fit_source(data.source, data.X_train, data.sample_shape, gen)
         if source is not None:
             self.outlier_source_ = source
         attack = resolve_attack(self.attack)  # its radius, resolved once (fails before training)
-        eps, self.epsilon_ = _fit_steps.attack_eps(attack, self.epsilon_, self.input_shape_, device)
+        eps, self.epsilon_ = training_radius(attack, data.X_train, self.input_shape_, device)
         if source is None and y_tr is None:
             raise ValueError("Nothing to train on: no labels and `outliers=None`. Give class labels "
                              "`y`, outliers, or an outlier source.")

@@ -18,7 +18,7 @@ from torch import nn
 
 import aoe_detect.persistence as persistence
 from aoe_detect import AOEDetector, TrainingInterruptedWarning
-from aoe_detect import _fit_inputs
+from aoe_detect import _fit_inputs, _fit_steps
 from aoe_detect._fit_inputs import keep_classes_in_training
 from aoe_detect._state import CalibrationWarning, conformal_offset
 from aoe_detect.attacks import PGD
@@ -38,5 +38,5 @@ def fails_untouched(det, call, exc, match, probe=PROBE):
             call(det)
     assert describe_change(det, snap, probe) is None
 
-# the star import of the test modules takes these (``_fit_inputs`` included)
+# the star import of the test modules takes these (``_fit_inputs``, ``_fit_steps`` included)
 __all__ = [name for name in dir() if not name.startswith("__")]

@@ -133,5 +133,5 @@ def test_interrupt_before_any_training_restores_and_reraises(fitted, monkeypatch
 
     def boom(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(_fit_inputs, "fit_outlier_source", boom)  # after the split, before training
+    monkeypatch.setattr(_fit_steps, "fit_source", boom)  # after the split, before training
     fails_untouched(det, lambda d: d.fit(X, Y), KeyboardInterrupt, "")

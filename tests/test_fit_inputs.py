@@ -9,8 +9,9 @@ from torch.utils.data import Dataset, TensorDataset
 
 from aoe_detect import AOEDetector
 from aoe_detect.runtime import Runtime
-from aoe_detect._fit_inputs import (FitInputs, fit_outlier_source, input_params,
+from aoe_detect._fit_inputs import (FitInputs, build_source, input_params,
                                     prepare_fit_inputs, split_validation)
+from aoe_detect._fit_steps import fit_source
 from aoe_detect._loading import DatasetView
 from aoe_detect.outliers import ArrayOutliers, DatasetOutliers, Mixture
 
@@ -170,15 +171,18 @@ def test_outlier_source_from_the_inputs_or_the_parameter():
     gen = torch.Generator().manual_seed(0)
     inp = split_validation(prepare_fit_inputs(X, Y, X_outliers=RNG.normal(size=(6, 3))), 0.1,
                            np.random.RandomState(0))
-    assert isinstance(fit_outlier_source(inp, "default", gen), ArrayOutliers)
+    assert isinstance(inp.source, ArrayOutliers)  # built once, with the inputs
+    assert fit_source(inp.source, inp.X_train, inp.sample_shape, gen) is inp.source
+    assert isinstance(build_source(inp, "default"), ArrayOutliers)
     with pytest.warns(UserWarning, match="outliers=None"):
-        assert fit_outlier_source(inp, None, gen) is None
+        assert build_source(inp, None) is None
     plain = dataclasses.replace(inp, outliers=None)
-    assert fit_outlier_source(plain, None, gen) is None
-    assert type(fit_outlier_source(plain, "uniform", gen)).__name__ == "UniformNoise"
+    assert build_source(plain, None) is None
+    assert type(build_source(plain, "uniform")).__name__ == "UniformNoise"
     ds = split_validation(prepare_fit_inputs(X, Y, X_outliers=TensorDataset(torch.randn(6, 3))),
                           0.1, np.random.RandomState(0))
-    assert isinstance(fit_outlier_source(ds, "default", gen), DatasetOutliers)
+    assert isinstance(ds.source, DatasetOutliers)
+    assert fit_source(None, inp.X_train, inp.sample_shape, gen) is None
 
 
 def test_fit_sets_what_the_inputs_describe(blobs):

@@ -13,6 +13,9 @@ import pytest
 from sklearn.datasets import load_digits
 
 from aoe_detect import AOEDetector
+from aoe_detect.attacks import FGSM, PGD, GaussianAugment
+from aoe_detect.losses import EnergyMargin
+from aoe_detect.scores import OODScore
 
 BLOB_QUERIES = np.array([[3.0, 0.0], [-3.0, 0.5], [0.0, 0.0], [10.0, -10.0], [0.5, 4.0]])
 
@@ -69,3 +72,35 @@ def test_pinned_scores_without_labels(blobs):
     np.testing.assert_array_equal(
         scores, [-0.17937076091766357, -0.18074144423007965, -2.373248338699341])
     assert float(det.offset_) == -0.4120246171951294
+
+
+#: Component settings (issue 21): recorded at commit 4ba4b21 with the flat parameters of 0.2
+#: (``epsilon=0.2, attack_fraction=0.5, attack_refresh=2``; ``attack=PGD(steps=3),
+#: epsilon=0.1, lam=0.2, m_in=-3.0, m_out=-1.0``; ``attack="gaussian", epsilon=0.3,
+#: ood_score="energy+knn", knn_k=5, knn_max_samples=50``), fitted here with the components
+#: that own those settings now: the move of the settings changed no number.
+COMPONENT_CASES = {
+    "fgsm_eps_fraction": (
+        lambda: dict(attack=FGSM(eps=0.2, fraction=0.5, refresh=2)),
+        [2.4651691913604736, 0.3836563229560852, -5.237607002258301, -730.1940307617188,
+         -62.8642578125], -3.9793295860290527),
+    "pgd_eps_margins": (
+        lambda: dict(attack=PGD(eps=0.1, steps=3), loss=EnergyMargin(lam=0.2, m_in=-3.0, m_out=-1.0)),
+        [0.8975859880447388, -0.18962886929512024, -6.310752868652344, -549.464599609375,
+         -58.2509765625], -1.5087153911590576),
+    "gaussian_knn": (
+        lambda: dict(attack=GaussianAugment(eps=0.3),
+                     ood_score=OODScore("energy+knn", k=5, max_samples=50)),
+        [2.037132978439331, -0.38877353072166443, -3.1657936573028564, -23.86148452758789,
+         -6.422192573547363], -4.387622833251953),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPONENT_CASES))
+def test_pinned_component_settings(name, blobs):
+    params, expected, offset = COMPONENT_CASES[name]
+    X, y = blobs
+    det = AOEDetector(random_state=0, device="cpu", epochs=2, pretrain_epochs=1,
+                      outliers="uniform", **params()).fit(X, y)
+    np.testing.assert_array_equal(det.score_samples(BLOB_QUERIES), np.array(expected))
+    assert float(det.offset_) == offset
