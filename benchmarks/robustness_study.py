@@ -129,7 +129,7 @@ def design_stage(a, cache):
     out = {}
     for s in range(a.design_seeds):
         ce = None
-        for v in VARIANTS:
+        for v in (a.variants.split(",") if a.variants else VARIANTS):
             def run(v=v, s=s):
                 nonlocal ce
                 ce = pretrain(X, y, s, 3) if ce is None else ce
@@ -353,8 +353,10 @@ def _sweep_table(ev):
     L = ["| variant | side | " + " | ".join(f"eps {e:g}" for e in (0.0,) + SWEEP) + " |",
          "|---|---|" + "---|" * (len(SWEEP) + 1)]
     for v, rows in ev.items():
+        rows = [r for r in rows if "sweep" in r]
+        if not rows:
+            continue
         for side in ("ood", "id", "both"):
-            rows = [r for r in rows if "sweep" in r]
             cells = [_mean(rows, lambda r: _worst(r["sweep"], side, e)) for e in (0.0,) + SWEEP]
             L.append(f"| {v} | {side} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return L
@@ -394,7 +396,8 @@ def report(data, out_md):
          "- commands (one process per stage / seed, merged with `--merge ... --report-only`): "
          + "; ".join(f"`{c}`" for c in cmds),
          f"- machine: {meta.get('machine')}; torch {meta.get('torch')}; 1 thread, shared CPU "
-         "(fit-time ratios are side by side in one run but the machine was shared)",
+         + (f"({meta['load']})" if meta.get("load") else
+            "(fit-time ratios are side by side in one run but the machine was shared)"),
          "- protocol and rule: the module docstring of `benchmarks/robustness_study.py` (written "
          "before any result); AUROC / FPR@95 with ID positive; attacks white-box through the "
          "deployed score (standardised energy + Mahalanobis); `worst` = per-input worst case of "
@@ -506,7 +509,7 @@ def main(argv=None):
     p.add_argument("--n-sweep", type=int, default=50)
     p.add_argument("--variants", default=None,
                    help="comma-separated variants for --stage eval (default: oe, the default, "
-                        "and the design's choice)")
+                        "and the design's choice), large_eps, or design (default: all)")
     p.add_argument("--no-extras", action="store_true",
                    help="skip seed 0's eps sweep and masking checks (a run with them, merged "
                         "after this one, replaces its rows)")
