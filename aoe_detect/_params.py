@@ -142,6 +142,8 @@ def translate_state(state, defaults):
     flat = {k: state.pop(k) for k in list(state) if k in DEPRECATED}
     for name, default in defaults.items():
         state.setdefault(name, default)
+    for name in COMPONENTS:  # component objects pickled before a setting of theirs existed
+        _fill_new_settings(state.get(name))
     apply_saved(_Holder(state), flat)
     applied = state.get("_score_applied")  # the score parameters its statistics belong to
     if isinstance(applied, dict):
@@ -159,6 +161,16 @@ def apply_saved(estimator, flat):
     the setting in effect leave the component as it is (a default stays a name / None)."""
     changed = {k: v for k, v in flat.items() if not _same(v, _flat_value(estimator, k))}
     apply_deprecated(estimator, changed, warn=False)
+
+
+def _fill_new_settings(obj):
+    """A component object unpickled from an older version gets the defaults of the settings
+    its class has gained since (``fraction``, ``refresh``, ``sides`` of the attacks)."""
+    if type(obj) not in CONFIG_CLASSES.values():
+        return
+    for name, param in inspect.signature(type(obj).__init__).parameters.items():
+        if param.default is not param.empty:
+            obj.__dict__.setdefault(name, param.default)
 
 
 def _same(a, b):

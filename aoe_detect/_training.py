@@ -161,6 +161,9 @@ class OutlierFeed:
     ``attack``. With ``refresh=k > 1`` the perturbed batch is cached and reused for ``k``
     steps (the attack then costs ``1/k`` of its per-step price; the outliers are up to
     ``k - 1`` steps stale and less diverse).
+
+    With an attack whose ``sides`` is ``"both"``, :meth:`perturb_id` also moves each ID
+    batch toward higher energy (ID-side adversarial training, ALOE/ATOM style).
     """
 
     def __init__(self, source, *, attack=None, eps=0.0, attack_fraction=1.0, clip=None,
@@ -205,6 +208,21 @@ class OutlierFeed:
         if self.refresh > 1:
             self._cache = x_out
         return x_out
+
+    def perturb_id(self, model, x_in, generator):
+        """``x_in`` attacked toward higher energy (``direction=+1``, same attack, radius and
+        clip as the outliers; eval mode, the model's state restored by the attack) when the
+        attack's ``sides`` is ``"both"``; else ``x_in`` itself. A PGD ``early_stop``
+        (a threshold for outliers) is not applied to ID rows."""
+        if self.attack is None or getattr(self.attack, "sides", "ood") != "both":
+            return x_in
+        attack = self.attack
+        if getattr(attack, "early_stop", None) is not None:
+            attack = copy.copy(attack)
+            attack.early_stop = None
+        return attack.perturb(model, x_in, self.eps, clip=self.clip,
+                              temperature=self.temperature, generator=generator,
+                              autocast_dtype=self.autocast_dtype, direction=1)
 
 
 def check_outlier_batch(x, m, sample_shape, source):
@@ -458,7 +476,8 @@ def train_epoch(stage, progress=None):
 
     Each step: draw ``outlier_batch_size`` outliers (default: as many as ID rows in the
     global batch) from the stage's feed (the first ``round(attack_fraction * n_out)``
-    perturbed by the attack, model in eval mode), then ONE forward over
+    perturbed by the attack, model in eval mode; with the attack's ``sides="both"`` the ID
+    batch is attacked toward higher energy too), then ONE forward over
     ``cat(ID, outliers)`` in train mode, the loss, and an optimizer and scheduler step.
     With several processes the epoch means are averaged over them. ``progress``: a tqdm
     bar advanced once per step.
@@ -487,6 +506,7 @@ def train_epoch(stage, progress=None):
         if stage.feed is not None:
             x_out = stage.feed.next(stage.attack_model, opts.outlier_batch_size or n_global,
                                     stage.generator, device)
+            x_in = stage.feed.perturb_id(stage.attack_model, x_in, stage.generator)
             model.train()
         logits = _forward(stage, x_in, x_out)
         logits_in, logits_out = logits[: len(x_in)], (None if x_out is None else logits[len(x_in):])

@@ -22,6 +22,11 @@ References
    ICLR 2018 (PGD).
 .. [3] T. Botschen, K. Kirchheim, F. Ortmeier. "Out-of-Distribution Detection with
    Adversarial Outlier Exposure." CVPR 2025 Workshops.
+.. [4] J. Chen, Y. Li, X. Wu, Y. Liang, S. Jha. "Robust Out-of-distribution Detection for
+   Neural Networks." arXiv:2003.09711, 2020 (ALOE: adversarial training on both the ID
+   inputs and the outliers).
+.. [5] J. Chen, Y. Li, X. Wu, Y. Liang, S. Jha. "ATOM: Robustifying Out-of-distribution
+   Detection Using Outlier Mining." ECML PKDD 2021.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from ._compat import Interval
+from ._compat import Interval, StrOptions
 from ._validation import check_epsilon
 from .losses import energy
 
@@ -272,6 +277,8 @@ def gaussian_augment(x, sigma, *, clip=None, generator=None):
 #: Radius constraint of every attack config: finite, >= 0 (scalar or one per feature), or
 #: None ("auto"); checked by ``AOEDetector.fit`` and ``perturb``.
 _EPS = [Interval(Real, 0, float(np.finfo(np.float32).max), closed="both"), "array-like", None]
+#: Which inputs the training loop attacks: the outliers only, or the ID batch as well.
+_SIDES = [StrOptions({"ood", "both"})]
 
 #: The training schedule every attack config carries (used by ``AOEDetector.fit`` only).
 _SCHEDULE = {"fraction": [Interval(Real, 0, 1, closed="both")],
@@ -294,7 +301,9 @@ class _Attack(BaseEstimator):
     ``fraction`` and ``refresh`` are the training schedule of the attack inside
     ``AOEDetector.fit`` (``attack__fraction``, ``attack__refresh``). Subclasses declare
     ``_parameter_constraints``; ``AOEDetector.fit`` and ``perturb`` check them
-    (``attack._validate_params()``) before any work.
+    (``attack._validate_params()``) before any work. ``sides`` (FGSM, PGD) says which
+    inputs fine-tuning attacks: the outliers only (``"ood"``) or the ID batch as well
+    (``"both"``, read by the training loop; ``perturb`` itself ignores it).
     """
 
     _parameter_constraints = {"eps": _EPS, **_SCHEDULE}
@@ -304,19 +313,41 @@ class _Attack(BaseEstimator):
 
 
 class FGSM(_Attack):
-    """FGSM toward lower energy (the AOE paper's augmentation). See :func:`fgsm`.
+    r"""FGSM toward lower energy (the AOE paper's augmentation). See :func:`fgsm`.
 
     Parameters
     ----------
     eps : float, array-like of shape (n_features,) or None, default=None
         Radius in input units; None: "auto".
     {schedule}
+    sides : {"ood", "both"}, default="ood"
+        Which inputs fine-tuning trains on adversarially. ``"ood"``: the outliers only
+        (AOE, :math:`\tilde x_{out} = x_{out} - \epsilon\,\mathrm{sign}\nabla_x E(x_{out})`).
+        ``"both"``, in the spirit of ALOE [4]_ and ATOM [5]_: every fine-tuning step also
+        perturbs the ID batch toward *higher* energy with the same attack and radius,
+        :math:`\tilde x_{in} = x_{in} + \epsilon\,\mathrm{sign}\nabla_x E(x_{in})`
+        (``direction=+1``, eval mode, input clip respected), and trains on it instead of
+        the clean rows:
+
+        .. math::
+
+            \mathrm{CE}(f(\tilde x_{in}), y) + \lambda \Big(\tfrac{1}{N_{in}}\sum
+            \max(0, E(\tilde x_{in}) - m_{in})^2 + \tfrac{1}{N_{out}}\sum
+            \max(0, m_{out} - E(\tilde x_{out}))^2\Big)
+
+        (all ID rows are perturbed; ``fraction`` applies to the outliers only).
+        One more attack per step; it targets robustness to ID inputs pushed toward OOD
+        (``docs/robustness.md`` gives its measured cost and effect). Pretraining is
+        unaffected.
     """
 
-    def __init__(self, eps=None, fraction=1.0, refresh=1):
+    _parameter_constraints = {"eps": _EPS, **_SCHEDULE, "sides": _SIDES}
+
+    def __init__(self, eps=None, fraction=1.0, refresh=1, sides="ood"):
         self.eps = eps
         self.fraction = fraction
         self.refresh = refresh
+        self.sides = sides
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):
@@ -340,6 +371,11 @@ class PGD(_Attack):
         value, and the attack ends when all have (see :func:`pgd`). Saves the later steps'
         compute on the samples that are done.
     {schedule}
+    sides : {"ood", "both"}, default="ood"
+        ``"both"``: fine-tuning also trains on the ID batch perturbed by this PGD toward
+        higher energy (``direction=+1``; ALOE [4]_ / ATOM [5]_ style, the formula in
+        :class:`FGSM`); ``early_stop`` applies to the outliers only. ``"ood"``: outliers
+        only.
     """
 
     _parameter_constraints = {
@@ -348,10 +384,11 @@ class PGD(_Attack):
         "step_size": [Interval(Real, 0, float(np.finfo(np.float32).max), closed="right"), None],
         "random_start": ["boolean"],
         "early_stop": [Interval(Real, None, None, closed="neither"), None],
+        "sides": _SIDES,
     }
 
     def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None,
-                 fraction=1.0, refresh=1):
+                 fraction=1.0, refresh=1, sides="ood"):
         self.eps = eps
         self.steps = steps
         self.step_size = step_size
@@ -359,6 +396,7 @@ class PGD(_Attack):
         self.early_stop = early_stop
         self.fraction = fraction
         self.refresh = refresh
+        self.sides = sides
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):

@@ -222,3 +222,15 @@ def test_component_objects_survive_save_and_load(tmp_path):
         back = AOEDetector.load(path)
     assert repr(back.get_params(deep=False)) == repr(det.get_params(deep=False))
     np.testing.assert_array_equal(back.score_samples(PROBE), det.score_samples(PROBE))
+
+
+def test_an_attack_object_pickled_before_its_new_settings_gets_their_defaults():
+    det = quiet(AOEDetector(**TINY, attack=PGD(steps=2)).fit, X, Y)
+    state = det.__getstate__()
+    for name in ("fraction", "refresh", "sides"):  # what a 0.2 PGD did not have
+        del state["attack"].__dict__[name]
+    old = AOEDetector.__new__(AOEDetector)
+    old.__setstate__(state)
+    assert repr(old.attack) == repr(PGD(steps=2))
+    assert (old.attack.fraction, old.attack.refresh, old.attack.sides) == (1.0, 1, "ood")
+    np.testing.assert_array_equal(old.score_samples(PROBE), det.score_samples(PROBE))
