@@ -99,6 +99,10 @@ VARIANTS = {
     # added after the first partial results (see the docstring)
     "aoe_both": lambda: FGSM(sides="both"),
     "aoe_pgd3_both": lambda: PGD(steps=3, sides="both"),
+    # attack schedules, added after the evaluation results (a supplementary design run,
+    # benchmarks/results/robustness_schedules.json; the rule applied to them by hand)
+    "aoe_half": lambda: FGSM(fraction=0.5),
+    "aoe_refresh4": lambda: FGSM(refresh=4),
 }
 DEFAULT = "aoe_fgsm"
 
