@@ -97,6 +97,15 @@ def list_studies(out=None):
     return 0
 
 
+def _takes_options(path):
+    """Whether a study parses a command line (a ``--help`` of one that does not would run
+    the whole study)."""
+    if os.path.isdir(path) or path.endswith(".sh"):
+        return True
+    with open(path, encoding="utf-8") as f:
+        return "argparse" in f.read()
+
+
 def run_study(name, args):
     """Run study ``name`` with ``args`` as its command line; returns its exit status."""
     study = {s.name: s for s in STUDIES}.get(name)
@@ -104,6 +113,10 @@ def run_study(name, args):
         sys.stderr.write(f"{PROG}: error: no study {name!r}; `{PROG} list` shows them\n")
         return 2
     path = os.path.join(HERE, study.file)
+    if {"-h", "--help"} & set(args) and not _takes_options(path):
+        print(f"{study.name}: {study.question}\n(this study takes no options; "
+              f"`{PROG} run {study.name}` runs it)")  # instead of running the whole study
+        return 0
     if study.file.endswith(".sh"):
         return subprocess.call(["bash", path, *args])
     old_argv = sys.argv

@@ -121,3 +121,10 @@ def test_run_record_has_command_date_machine_versions():
     assert rec["command"].endswith("margin_gap.py --seeds 3 'a b'")
     assert {"platform", "cpu_count", "torch_threads"} <= set(rec["machine"])
     assert {"python", "torch", "numpy", "scikit_learn", "aoe_detect"} <= set(rec["versions"])
+
+
+def test_help_of_a_study_without_options_does_not_run_it(capsys):
+    """`run tabular_small_design --help` used to run the whole study (it takes no options)."""
+    assert main(["run", "tabular_small_design", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "takes no options" in out and "tabular" in out
