@@ -58,6 +58,7 @@ API_MODULES = [
     ("aoe_detect.metrics", "Metrics and scorers"),
     ("aoe_detect.losses", "Losses"),
     ("aoe_detect.scores", "OOD scores"),
+    ("aoe_detect.runtime", "Runtime settings"),
     ("aoe_detect.attacks", "Attacks"),
     ("aoe_detect.outliers", "Outlier sources"),
     ("aoe_detect.backbones", "Backbones"),
