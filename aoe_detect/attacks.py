@@ -323,7 +323,7 @@ class FGSM(_Attack):
     sides : {"ood", "both"}, default="ood"
         Which inputs fine-tuning trains on adversarially. ``"ood"``: the outliers only
         (AOE, :math:`\tilde x_{out} = x_{out} - \epsilon\,\mathrm{sign}\nabla_x E(x_{out})`).
-        ``"both"``, in the spirit of ALOE [4]_ and ATOM [5]_: every fine-tuning step also
+        ``"both"``, in the spirit of ALOE (Chen et al. 2020) and ATOM (Chen et al. 2021), module references: every fine-tuning step also
         perturbs the ID batch toward *higher* energy with the same attack and radius,
         :math:`\tilde x_{in} = x_{in} + \epsilon\,\mathrm{sign}\nabla_x E(x_{in})`
         (``direction=+1``, eval mode, input clip respected), and trains on it instead of
@@ -373,7 +373,7 @@ class PGD(_Attack):
     {schedule}
     sides : {"ood", "both"}, default="ood"
         ``"both"``: fine-tuning also trains on the ID batch perturbed by this PGD toward
-        higher energy (``direction=+1``; ALOE [4]_ / ATOM [5]_ style, the formula in
+        higher energy (``direction=+1``; ALOE / ATOM style, the formula in
         :class:`FGSM`); ``early_stop`` applies to the outliers only. ``"ood"``: outliers
         only.
     """
