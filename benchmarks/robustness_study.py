@@ -56,6 +56,17 @@ and masking checks on MNIST (``--n-strong`` images, OOD side): PGD-100 with a sm
 (0.03/40) and 2 restarts at eps 0.03 and 0.3, and transfer of PGD-40 examples crafted on
 the OE network. (Sizes cut to the CPU budget of a shared 2-core machine.)
 
+**Post-hoc peers** (stage ``peers``, issue 18 item 3, added after all results above were
+seen; it chooses nothing): per seed the same plain CE backbone (``pretrain(X, y, s, 3)``)
+without outlier exposure or fine-tuning, scored post hoc by pytorch-ood 0.4.0's MaxSoftmax,
+EnergyBased, MaxLogit and Mahalanobis (fitted on the ID training features as
+``benchmarks/paper/peers.py`` does) and by the package's ``energy`` and
+``energy+mahalanobis`` (a detector with ``epochs=0``, ``pretrain_epochs=0``,
+``outliers=None``), each attacked by :func:`evaluate` (same images, protocol and random
+starts) white-box through its own score (:class:`PeerHead`, :class:`PeerDetector`). Run
+as its own process (``--stage peers --out other.json``), then added to the study's JSON
+with ``--add-peers other.json --report-only``.
+
 Run: ``python benchmarks/robustness_study.py --stage all --data-root /tmp/aoe_data``
 (results cached per fit in ``benchmarks/results/robustness_study.json``; ``--stage design``
 or ``eval`` runs one stage; ``--report-only`` re-renders the Markdown and plot).
@@ -72,17 +83,21 @@ import sys
 import time
 
 import numpy as np
+import pytorch_ood.detector as pood
 import torch
+from sklearn.base import BaseEstimator
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from aoe_detect import AOEDetector  # noqa: E402
-from aoe_detect.attacks import FGSM, PGD  # noqa: E402
+from aoe_detect.attacks import FGSM, PGD, eval_mode  # noqa: E402
 from aoe_detect.metrics import auroc, fpr_at_tpr, ood_report  # noqa: E402
 from aoe_detect.plots import plot_robustness  # noqa: E402
 from aoe_detect.robustness import robust_ood_report  # noqa: E402
+from aoe_detect.scores import FeatureTap, feature_layer  # noqa: E402
 from benchmarks.outlier_study import Cache, design_data, eval_data  # noqa: E402
+from benchmarks.paper.peers import features as peer_features, fit_split  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 OUT = os.path.join(RESULTS, "robustness_study.json")
@@ -317,13 +332,143 @@ def eval_stage(a, cache, variants):
     return out
 
 
+# ---- stage "peers" (issue 18 item 3): post-hoc detectors on the plain CE backbone ----------
+
+#: pytorch-ood 0.4.0's post-hoc detectors attacked through their own score (keys are the
+#: report's variant names) and the package's own post-hoc scores on the same backbone.
+POOD_PEERS = {"ce_msp_pood": "msp", "ce_energy_pood": "energy", "ce_maxlogit_pood": "maxlogit",
+              "ce_mahalanobis_pood": "mahalanobis"}
+OWN_POSTHOC = {"ce_energy_own": "energy", "ce_energy+mahalanobis_own": "energy+mahalanobis"}
+PEER_VARIANTS = tuple(POOD_PEERS) + tuple(OWN_POSTHOC)
+
+
+class PeerHead(torch.nn.Module):
+    """The CE backbone and one pytorch-ood detector as one module whose single output column
+    is the peer's ID score (minus pytorch-ood's outlier score). The package's attacks lower
+    the energy ``-logsumexp(outputs)`` = minus that column, so they raise the peer's ID score
+    (OOD side) and, with ``direction=+1``, lower it (ID side): white-box through the peer.
+
+    MSP / energy / max-logit call pytorch-ood's ``score`` on the logits. pytorch-ood's
+    Mahalanobis detaches its input (``features.data`` in ``_calc_gaussian_scores``), which
+    would mask the gradient, so its formula is recomputed here from the fitted ``mu`` and
+    ``precision`` (:func:`fit_peer_heads` checks the values equal ``predict_features``)."""
+
+    def __init__(self, backbone, peer, maha=None):
+        super().__init__()
+        self.backbone, self.peer, self.maha = backbone, peer, maha
+        object.__setattr__(self, "_layer", feature_layer(backbone))
+
+    def forward(self, x):
+        if self.peer != "mahalanobis":
+            fn = {"msp": pood.MaxSoftmax.score, "energy": pood.EnergyBased.score,
+                  "maxlogit": pood.MaxLogit.score}[self.peer]
+            return -fn(self.backbone(x))[:, None]
+        with FeatureTap(self._layer) as tap:
+            self.backbone(x)
+        z = tap.features.float()
+        md = torch.stack([-0.5 * (((z - mu) @ self.maha.precision) * (z - mu)).sum(1)
+                          for mu in self.maha.mu], 1)
+        return md.max(1).values[:, None]  # = -pytorch-ood's predict_features(z)
+
+
+class PeerDetector(BaseEstimator):
+    """The part of a fitted detector's interface that :func:`robust_ood_report` and
+    :func:`evaluate` use, for a :class:`PeerHead`: the same attacks (same batches, hence the
+    same random starts per seed), input checks and input range as ``ref``, a detector fitted
+    on the same backbone."""
+
+    offset_ = 0.0
+
+    def __init__(self, head, ref):
+        self.head, self.ref = head, ref  # BaseEstimator (sklearn's fitted check needs one)
+        self.module_, self._score_name = head, head.peer
+        self.input_range_, self.device_ = ref.input_range_, ref.device_
+
+    def fit(self, *_):  # an estimator for check_is_fitted; fitted by fit_peer_heads
+        return self
+
+    def _infer_batch(self):
+        return self.ref._infer_batch()
+
+    def _score_model(self):
+        return self.module_, 1.0
+
+    def _check_X(self, X):
+        return self.ref._check_X(X)
+
+    def _apply(self, X, fn):
+        Xt, b, out = self._check_X(X), self._infer_batch(), []
+        with eval_mode(self.module_), torch.no_grad():
+            for i in range(0, len(Xt), b):
+                out.append(fn(Xt[i:i + b]))
+        return torch.cat(out).double().numpy()
+
+    def score_samples(self, X):
+        return self._apply(X, lambda x: self.module_(x)[:, 0])
+
+    def predict_class(self, X):
+        return self._apply(X, lambda x: self.module_.backbone(x).argmax(1)).astype(int)
+
+
+def fit_peer_heads(ce, X, y, seed, ref):
+    """``{variant: PeerDetector}`` of :data:`POOD_PEERS`, fitted as
+    ``benchmarks/paper/peers.py`` does (on the fit rows of :func:`fit_split`, features of the
+    input of the last Linear layer)."""
+    fit_rows, _ = fit_split(len(X), seed)
+    lt, ft = peer_features(ce, torch.from_numpy(X[fit_rows]))
+    maha = pood.Mahalanobis(None).fit_features(ft, torch.as_tensor(np.asarray(y)[fit_rows]))
+    out = {}
+    for v, peer in POOD_PEERS.items():
+        det = PeerDetector(PeerHead(ce, peer, maha if peer == "mahalanobis" else None), ref)
+        probe = torch.from_numpy(X[:64])
+        mine = det.score_samples(probe.numpy())
+        lg, f = peer_features(ce, probe)
+        theirs = -(maha.predict_features(f) if peer == "mahalanobis" else
+                   {"msp": pood.MaxSoftmax, "energy": pood.EnergyBased,
+                    "maxlogit": pood.MaxLogit}[peer].score(lg)).double().numpy()
+        assert np.allclose(mine, theirs, rtol=1e-4, atol=1e-4), (v, mine[:3], theirs[:3])
+        out[v] = det
+    return out
+
+
+def peers_stage(a, cache):
+    """Per seed the study's plain CE backbone (``pretrain(X, y, s, 3)``, the same network as
+    the evaluation stage's) with post-hoc scores only, each attacked by :func:`evaluate` (the
+    evaluation stage's protocol, images and random starts) through its own score."""
+    data = eval_data(a.data_root, a.n_eval)
+    X, y = data[0], data[1]
+    opt = argparse.Namespace(n_attack=a.n_attack, no_extras=True)
+    variants = a.variants.split(",") if a.variants else PEER_VARIANTS
+    out = {}
+    for s in (a.seeds if a.seeds is not None else range(a.eval_seeds)):
+        dets = {}
+
+        def run(v, s=s):
+            if not dets:
+                ce = pretrain(X, y, s, 3)
+                for name, score in OWN_POSTHOC.items():
+                    dets[name] = AOEDetector(backbone=copy.deepcopy(ce), pretrain_epochs=0,
+                                             epochs=0, outliers=None, ood_score=score,
+                                             random_state=s, device="cpu").fit(X, y)
+                dets.update(fit_peer_heads(ce, X, y, s, dets["ce_energy_own"]))
+            row = evaluate(dets[v], data, s, opt)
+            row["finetune_seconds"], row["posthoc"] = 0.0, True
+            row["summary"] = (f"MNIST clean {row['clean']['mnist']['auroc']:.3f} "
+                              f"pgd40 ood {row['strong']['worst']['mnist']['ood']['auroc']:.3f} "
+                              f"both {row['strong']['worst']['mnist']['both']['auroc']:.3f}")
+            return row
+        for v in variants:
+            out.setdefault(v, []).append(cache.get(f"peers|s{s}|{v}", lambda v=v: run(v)))
+    return out
+
+
 def _mean(rows, f):
     return float(np.mean([f(r) for r in rows]))
 
 
 def _eval_table(ev):
     L = ["| variant | clean AUROC (non-noise) | clean FPR@95 (non-noise) | clean AUROC (all) "
-         "| FGSM 0.03 OOD side (paper's row) | PGD-40 0.03 OOD side | PGD-40 0.03 ID side "
+         "| FGSM 0.03 OOD side (the paper's single-step FGSM (weak)) | PGD-40 0.03 OOD side | PGD-40 0.03 ID side "
          "| PGD-40 0.03 both sides | worst (PGD-40, FGSM) both | accuracy | fine-tune s |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v, rows in ev.items():
@@ -336,7 +481,9 @@ def _eval_table(ev):
                  near("auroc", "pgd40", "id"), near("auroc", "pgd40", "both"),
                  near("auroc", "worst", "both"), _mean(rows, lambda r: r["accuracy"]),
                  _mean(rows, lambda r: r["finetune_seconds"])]
-        L.append(f"| {v} | " + " | ".join(f"{c:.3f}" if i < 9 else f"{c:.0f}"
+        post = all(r.get("posthoc") for r in rows)  # no fine-tuning: stage "peers"
+        L.append(f"| {v} | " + " | ".join(f"{c:.3f}" if i < 9 else ("- (post-hoc)" if post
+                                                                       else f"{c:.0f}")
                                           for i, c in enumerate(cells)) + " |")
     return L
 
@@ -393,6 +540,21 @@ def plot(ev, png):
     return plot_robustness(curves, png, title="Worst case of PGD-40 and FGSM, Fashion-MNIST vs MNIST, seed 0")
 
 
+def _peers_note(peers):
+    seeds = sorted({r["seed"] for rows in peers.values() for r in rows})
+    return ["Rows `ce_*` (stage `peers`, issue 18 item 3; seeds " + ", ".join(map(str, seeds))
+            + "): no outlier exposure and no fine-tuning; the seed's plain CE backbone (the "
+            "one every variant above is fine-tuned from) with a post-hoc score, attacked with "
+            "the same protocol, images and random starts, white-box through that score: "
+            "`*_pood` are pytorch-ood 0.4.0's MaxSoftmax, EnergyBased, MaxLogit and "
+            "Mahalanobis (fitted on the ID training features as `benchmarks/paper/peers.py` "
+            "does; Mahalanobis recomputed differentiably from its fitted mean and precision, "
+            "since pytorch-ood detaches the features), `*_own` the package's `energy` and "
+            "default `energy+mahalanobis` (`epochs=0`, `pretrain_epochs=0`, `outliers=None`). "
+            "The FGSM column is the paper's single-step attack, a weak one: read the PGD-40 "
+            "columns.", ""]
+
+
 def report(data, out_md):
     st, meta = data.get("stages", {}), data.get("meta", {})
     cmds = [c for c in meta.get("commands", [meta.get("command")]) if c]
@@ -430,8 +592,9 @@ def report(data, out_md):
         ev = st["eval"]
         L += ["## Evaluation (Fashion-MNIST, all classes; reported only)", "",
               "Means over seeds; strong-protocol columns are means over MNIST, digits28 and photo "
-              "patches.", ""] + _eval_table(ev)
-        L += ["", "Per seed:", ""] + _per_seed(ev)
+              "patches.", ""] + (_peers_note(st["peers"]) if st.get("peers") else [])
+        L += _eval_table({**ev, **st.get("peers", {})})
+        L += ["", "Per seed:", ""] + _per_seed({**ev, **st.get("peers", {})})
         if any("sweep" in r for rows in ev.values() for r in rows):
             L += ["", "### Eps sweep (seed 0, MNIST, `--n-sweep` images per side; worst case of "
                   "PGD-40 and FGSM)", ""] + _sweep_table(ev)
@@ -479,6 +642,9 @@ def merge(paths, out, verdict=None, time_ratios=None):
             data["stages"].setdefault("eval", {}).setdefault(part[2], []).append(row)
         elif part[0] == "large_eps":
             data["stages"].setdefault("large_eps", {})[part[2]] = row
+        elif part[0] == "peers":
+            row["seed"] = int(part[1][1:])
+            data["stages"].setdefault("peers", {}).setdefault(part[2], []).append(row)
     ratios = None
     if time_ratios:
         t = json.load(open(time_ratios))
@@ -493,9 +659,38 @@ def merge(paths, out, verdict=None, time_ratios=None):
         json.dump(data, f, indent=1)
 
 
+def add_peers(path, out, command=None):
+    """Add the fits of a ``--stage peers`` run (JSON ``path``) to the study's JSON ``out``,
+    keeping everything else there as it is (``--merge`` re-derives the design stage from the
+    fits and keeps a verdict only when one is given): ``stages["peers"]`` rebuilt from the
+    fits (variants in :data:`PEER_VARIANTS` order, seeds ascending), the run's command added
+    to ``meta["commands"]``, then ``command`` (this one's)."""
+    data, d = json.load(open(out)), json.load(open(path))
+    data["fits"].update({k: v for k, v in d["fits"].items() if k.startswith("peers|")})
+    keys = [k.split("|") for k in data["fits"] if k.startswith("peers|")]
+    order = [v for v in PEER_VARIANTS if any(k[2] == v for k in keys)]
+    order += sorted({k[2] for k in keys} - set(order))
+    peers = {}
+    for v in order:
+        for seed in sorted(int(k[1][1:]) for k in keys if k[2] == v):
+            row = data["fits"][f"peers|s{seed}|{v}"]
+            row["seed"] = seed
+            peers.setdefault(v, []).append(row)
+    data.setdefault("stages", {})["peers"] = peers
+    cmd = d.get("meta", {}).get("command")
+    cmds = data.setdefault("meta", {}).setdefault("commands", [])
+    for c in (cmd, command):
+        if c and c not in cmds:
+            cmds.append(c)
+    data["meta"]["command_peers"] = cmd
+    with open(out, "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", default="all", choices=["design", "eval", "all", "timing", "large_eps"])
+    p.add_argument("--stage", default="all", choices=["design", "eval", "all", "timing", "large_eps",
+                                                    "peers"])
     p.add_argument("--data-root", default=None)
     p.add_argument("--design-seeds", type=int, default=1)
     p.add_argument("--eval-seeds", type=int, default=3)
@@ -519,6 +714,9 @@ def main(argv=None):
                         "after this one, replaces its rows)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--add-peers", default=None,
+                   help="JSON of a --stage peers run: its fits and command are added to --out "
+                        "(everything else in --out is kept) before the report")
     p.add_argument("--out", default=OUT, help="results JSON (the Markdown and PNG go beside it)")
     p.add_argument("--verdict", default=None, help="text of the verdict section (with --merge)")
     p.add_argument("--time-ratios", default=None,
@@ -527,6 +725,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.merge:
         merge(a.merge, a.out, a.verdict, a.time_ratios)
+    if a.add_peers:
+        add_peers(a.add_peers, a.out, "python benchmarks/robustness_study.py "
+                  + " ".join(sys.argv[1:] if argv is None else argv))
     if a.report_only:
         report(json.load(open(a.out)), a.out.replace(".json", ".md"))
         return
@@ -547,6 +748,9 @@ def main(argv=None):
         cache.save()
     if a.stage == "large_eps":
         res["large_eps"] = large_eps_stage(a, cache, a.variants.split(","))
+        cache.save()
+    if a.stage == "peers":  # its own --out file, added to the study's with --add-peers
+        res["peers"] = peers_stage(a, cache)
         cache.save()
     if a.stage in ("eval", "all"):
         chosen = res.get("design", {}).get("chosen", DEFAULT)
