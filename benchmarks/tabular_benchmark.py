@@ -275,6 +275,11 @@ COMMANDS = (
     "--protocols label-free --lengths short --max-held-out 1; "
     "AOE_TABULAR_RUNS=${R}_novel-short.jsonl nice -n 10 python benchmarks/tabular_benchmark.py --seeds 0 "
     "--protocols novel --lengths short --max-held-out 1; "
+    "AOE_TABULAR_RUNS=${R}_label-free.jsonl nice -n 19 python benchmarks/tabular_benchmark.py --seeds 1 2 "
+    "--protocols label-free --lengths auto --max-held-out 1; "
+    "AOE_TABULAR_RUNS=${R}_novel.jsonl nice -n 19 python benchmarks/tabular_benchmark.py --seeds 0 "
+    "--protocols novel --lengths auto --max-held-out 99 (every class held out, seed 0; stopped "
+    "for time at 17:48 UTC on 2026-12-02, what finished is reported); "
     "python benchmarks/tabular_benchmark.py --report (runs stopped early: see the docstring of "
     "COMMANDS and 'completed')")
 PEERS = ("IsolationForest", "LOF", "PyOD KNN", "PyOD ECOD", "PyOD COPOD", "PyOD AutoEncoder",
