@@ -181,6 +181,19 @@ def _check_two_classes(labels, backbone_is_name):
                          "of at least two classes, or fit without labels (y=None).")
 
 
+def _outlier_rows(y, n, outlier_label):
+    """The one rule for labels with outlier rows, for arrays and Datasets alike: ``(labels,
+    is_outlier)`` from ``y``; an error when fewer than two in-distribution rows remain."""
+    labels, is_out = labels_from_y(y, n, outlier_label=outlier_label)
+    if is_out.all():
+        raise ValueError(f"All rows of `y` are {outlier_label!r} (outliers); at least two "
+                         "in-distribution rows are needed.")
+    if n - int(is_out.sum()) < 2:
+        raise ValueError(f"Only {n - int(is_out.sum())} in-distribution row(s) in X; at least 2 "
+                         "are needed.")
+    return labels, is_out
+
+
 def _array_inputs(X, y, X_outliers, p):
     """The array / tensor path: ``X`` validated by scikit-learn (which records the feature
     count and names on a :class:`FitRecord`), labels, outlier rows and arrays."""
@@ -196,15 +209,10 @@ def _array_inputs(X, y, X_outliers, p):
         outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape,
                                                   feature_names=names))
     elif y is not None:
-        labels, is_out = labels_from_y(y, len(Xc), outlier_label=p["outlier_label"])
-        if is_out.all():
-            raise ValueError(f"All rows of `y` are {p['outlier_label']!r} (outliers); at least "
-                             "two in-distribution rows are needed.")
+        labels, is_out = _outlier_rows(y, len(Xc), p["outlier_label"])
         if is_out.any():
             outlier_arrays.append(Xc[is_out])
             Xc, labels = Xc[~is_out], labels[~is_out]
-        if len(Xc) < 2:
-            raise ValueError(f"Only {len(Xc)} in-distribution row(s) in X; at least 2 are needed.")
     if X_outliers is not None:
         outlier_arrays.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape,
                                                 feature_names=names))
@@ -247,10 +255,7 @@ def _dataset_inputs(X, y, X_outliers, p):
     labels = _dataset_labels(X, y, X_outliers, info, shape, p, outlier_parts)
     view = DatasetView(X, info, name="X", input_range=input_range)
     if labels is not None:
-        labels, is_out = labels_from_y(labels, len(X), outlier_label=p["outlier_label"])
-        if is_out.all():
-            raise ValueError("All rows of `y` are -1 (outliers); at least two in-distribution "
-                             "rows are needed.")
+        labels, is_out = _outlier_rows(labels, len(X), p["outlier_label"])
         if is_out.any():
             out_view = view.view(np.flatnonzero(is_out))
             out_view.name = "X_outliers"
@@ -258,8 +263,6 @@ def _dataset_inputs(X, y, X_outliers, p):
             view = view.view(np.flatnonzero(~is_out))
             labels = labels[~is_out]
         view.labels = labels
-        if len(view) < 2:
-            raise ValueError(f"Only {len(view)} in-distribution row(s) in X; at least 2 are needed.")
         _check_two_classes(labels, p["backbone_is_name"])
     if X_outliers is not None:
         outlier_parts.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))

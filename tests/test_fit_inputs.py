@@ -193,3 +193,17 @@ def test_fit_sets_what_the_inputs_describe(blobs):
     assert det.n_features_in_ == 2 and det.input_shape_ == (2,) and det.input_range_ is None
     assert not hasattr(det, "feature_names_in_")
     assert len(det.validation_scores_) == round(0.1 * len(Xb))
+
+
+@pytest.mark.parametrize("as_dataset", [False, True], ids=["array", "dataset"])
+def test_the_outlier_row_rule_is_the_same_for_arrays_and_datasets(as_dataset):
+    """One rule in one place: the Dataset path used to hard-code -1 in its message."""
+    Xs = RNG.normal(size=(6, 3)).astype(np.float32)
+    data = TensorDataset(torch.from_numpy(Xs)) if as_dataset else Xs
+    with pytest.raises(ValueError, match=r"All rows of `y` are 'out' \(outliers\)"):
+        prepare_fit_inputs(data, np.array(["out"] * 6), outlier_label="out")
+    y = np.array(["a"] + ["out"] * 5)
+    with pytest.raises(ValueError, match=r"Only 1 in-distribution row\(s\) in X; at least 2"):
+        prepare_fit_inputs(data, y, outlier_label="out")
+    inp = prepare_fit_inputs(data, np.array(["a", "b", "a", "out", "b", "out"]), outlier_label="out")
+    assert len(inp.X) == 4 and list(inp.labels) == ["a", "b", "a", "b"]
