@@ -465,12 +465,12 @@ def training_radius(attack, X_train, sample_shape, device):
     ``eps`` (``attack__eps``, validated against ``sample_shape``) or "auto" resolved on the
     training rows (:func:`resolve_epsilon`); without an attack, 0 and the "auto" radius
     (what ``perturb`` uses by default). ``epsilon_`` is thus what training used."""
-    auto = resolve_epsilon("auto", X_train, sample_shape)
-    if attack is None:
-        return 0.0, auto
-    eps = attack_radius(attack, auto, sample_shape, device)
     own = getattr(attack, "eps", None)
-    return eps, (auto if own is None else check_epsilon(own, sample_shape, "attack__eps"))
+    if own is not None:  # attack__eps: "auto" is not needed
+        return attack_radius(attack, None, sample_shape, device), check_epsilon(
+            own, sample_shape, "attack__eps")
+    auto = resolve_epsilon("auto", X_train, sample_shape)
+    return (0.0 if attack is None else attack_radius(attack, auto, sample_shape, device)), auto
 
 
 def attack_radius(attack, default, sample_shape, device):

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 
 from ._compat import IntInterval, StrOptions
 
-__all__ = ["Runtime", "resolve_runtime"]
+__all__ = ["Runtime"]
 
 
 class Runtime(BaseEstimator):
@@ -74,12 +74,3 @@ class Runtime(BaseEstimator):
         self.distributed = distributed
         self.sync_batchnorm = sync_batchnorm
 
-
-def resolve_runtime(runtime):
-    """``runtime`` (None or a :class:`Runtime`) -> a :class:`Runtime` (None: the defaults)."""
-    if runtime is None:
-        return Runtime()
-    if isinstance(runtime, Runtime):
-        return runtime
-    raise TypeError(f"`runtime` must be None or an aoe_detect.runtime.Runtime, got "
-                    f"{type(runtime).__name__}.")

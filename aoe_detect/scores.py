@@ -56,7 +56,7 @@ from .losses import energy
 
 __all__ = ["SCORES", "FEATURE_SCORES", "feature_layer", "FeatureTap", "EnergyScore",
            "MahalanobisScore", "KNNScore", "SumScore", "ScoreHead", "LogitsAndFeatures", "build_scorer",
-           "KNN_AUTO_K_MAX", "KNN_AUTO_K_FRACTION", "OODScore", "resolve_score"]
+           "KNN_AUTO_K_MAX", "KNN_AUTO_K_FRACTION", "OODScore"]
 
 #: Names accepted by ``AOEDetector(ood_score=...)``.
 SCORES = ("energy", "mahalanobis", "knn", "energy+mahalanobis", "energy+knn")
@@ -405,13 +405,3 @@ class OODScore(BaseEstimator):
         self.max_samples = max_samples
         self.feature_layer = feature_layer
 
-
-def resolve_score(ood_score):
-    """``ood_score`` (a name of :data:`SCORES` or an :class:`OODScore`) -> an
-    :class:`OODScore` (a name: the defaults of its settings)."""
-    if isinstance(ood_score, OODScore):
-        return ood_score
-    if isinstance(ood_score, str):
-        return OODScore(ood_score)
-    raise TypeError(f"`ood_score` must be one of {list(SCORES)} or an "
-                    f"aoe_detect.scores.OODScore, got {type(ood_score).__name__}.")
