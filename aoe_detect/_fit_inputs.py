@@ -1,16 +1,20 @@
 """The one fit-input path: whatever the user gave ``fit`` (arrays, tensors, map-style
-Datasets, outlier arrays or Datasets, labels with outlier rows) -> one :class:`FitInputs`.
+Datasets, outlier arrays or Datasets, labels with outlier rows) -> one :class:`FitInputs`,
+in one call (:func:`fit_inputs`).
 
-:func:`prepare_fit_inputs` validates everything once and returns the ID rows (a float32
-array, or a :class:`~aoe_detect._loading.DatasetView` of a Dataset), their labels, the sample
-shape and input range, the outliers given with the data, and what scikit-learn records about
-the features (``n_features_in``, ``feature_names_in``); :func:`split_validation` adds the
-held-out split; :func:`build_source` turns the outliers (or the ``outliers`` parameter)
-into the one outlier source of training, once, with the inputs. Nothing here sets an attribute of the estimator: ``fit`` copies what
-it needs from the :class:`FitInputs`.
+:func:`prepare_fit_inputs` applies the input rules of :mod:`aoe_detect._validation` once
+(this module orders them and holds none of its own) and returns the ID rows as the row type
+(:class:`~aoe_detect._loading.TensorRows` in memory, or a
+:class:`~aoe_detect._loading.DatasetView` of a Dataset), their labels, the sample shape and
+input range, the outliers given with the data, what scikit-learn records about the features
+(``n_features_in``, ``feature_names_in``) and the one outlier source of training
+(:func:`build_source`); :func:`split_validation` adds the held-out split. Downstream code
+reads the rows through their interface and never comes back here. Nothing here sets an
+attribute of the estimator: ``fit`` copies what it needs from the :class:`FitInputs`.
 
-Above loading (:mod:`aoe_detect._loading`) and the outlier sources (:mod:`aoe_detect.outliers`),
-below the estimator, which is the only caller. (``prepare_fit``, ``combine_outliers`` and
+Above the input rules (:mod:`aoe_detect._validation`), the row type
+(:mod:`aoe_detect._loading`) and the outlier sources (:mod:`aoe_detect.outliers`), below the
+estimator, which is the only caller. (``prepare_fit``, ``combine_outliers`` and
 ``outlier_source`` were in :mod:`aoe_detect.data`, whose names for them are deprecated
 aliases.)
 """
@@ -27,12 +31,13 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ._loading import DatasetView, any_dataset, dataset_labels, inspect_dataset, is_dataset
+from ._loading import DatasetView, TensorRows, any_dataset, dataset_labels, is_dataset
 from ._validation import (FitRecord, check_input_range, check_inputs, check_more_inputs,
-                          is_outlier_array, labels_from_y)
+                          check_two_classes, inspect_dataset, is_outlier_array, outlier_rows,
+                          resolve_input_range)
 from .outliers import ArrayOutliers, DatasetOutliers, Mixture, resolve_outliers
 
-__all__ = ["FitInputs", "prepare_fit_inputs", "split_validation", "build_source",
+__all__ = ["FitInputs", "fit_inputs", "prepare_fit_inputs", "split_validation", "build_source",
            "resolve_input_range", "input_params", "prepare_fit", "combine_outliers",
            "outlier_source", "keep_classes_in_training"]
 
@@ -46,8 +51,9 @@ class FitInputs:
 
     Attributes
     ----------
-    X : ndarray of shape (n, *sample_shape), float32, or DatasetView
-        The in-distribution rows (outlier rows of ``y`` removed); a Dataset stays a view.
+    X : TensorRows or DatasetView
+        The in-distribution rows (outlier rows of ``y`` removed) as the row type: float32
+        rows in memory, or a view of a Dataset.
     labels : ndarray of shape (n,) or None
         Their labels as given (integers or strings); None for a label-free fit.
     sample_shape : tuple
@@ -74,13 +80,14 @@ class FitInputs:
         The training rows as a float32 tensor (a bounded random subset of a Dataset):
         what the statistics (standardisation, ``epsilon="auto"``, margins, outlier source,
         score) are fitted on.
-    X_val : torch.Tensor, DatasetView or None
+    X_val : TensorRows, DatasetView or None
         The held-out rows (the training rows when none are held out).
-    train_data : torch.Tensor, DatasetView or None
-        What the training loop iterates over (``X_train`` itself, or the view of every
-        training row of a Dataset).
+    train_data : TensorRows, DatasetView or None
+        The training rows, what the training loop iterates over.
     train_labels : ndarray or None
         Labels of the training rows (None for a label-free fit or before the split).
+    fitted : dict
+        What the estimator records about its inputs (:meth:`fitted_attributes`).
     """
 
     X: object
@@ -98,15 +105,20 @@ class FitInputs:
     X_val: object = None
     train_data: object = None
     train_labels: np.ndarray | None = None
+    fitted: dict = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        # what the estimator records about its inputs, read by fit as a value
+        self.fitted = {"n_features_in_": self.n_features_in, "input_shape_": self.sample_shape,
+                       "input_range_": self.input_range}
+        if self.feature_names_in is not None:
+            self.fitted["feature_names_in_"] = self.feature_names_in
 
     def fitted_attributes(self):
         """What the estimator records about its inputs: ``n_features_in_``,
-        ``feature_names_in_`` (DataFrame columns only), ``input_shape_``, ``input_range_``."""
-        out = {"n_features_in_": self.n_features_in, "input_shape_": self.sample_shape,
-               "input_range_": self.input_range}
-        if self.feature_names_in is not None:
-            out["feature_names_in_"] = self.feature_names_in
-        return out
+        ``feature_names_in_`` (DataFrame columns only), ``input_shape_``, ``input_range_``
+        (also the field ``fitted``)."""
+        return dict(self.fitted)
 
 
 def input_params(estimator):
@@ -117,20 +129,6 @@ def input_params(estimator):
             "backbone_is_name": isinstance(estimator.backbone, str),
             "num_workers": estimator._runtime.num_workers,
             "estimator_name": type(estimator).__name__}
-
-
-def resolve_input_range(input_range, sample_shape):
-    """``input_range`` -> ``(low, high)`` floats or None; ``"auto"``: (0, 1) for images."""
-    r = input_range
-    if isinstance(r, str):
-        return (0.0, 1.0) if len(sample_shape) == 3 else None
-    if r is None:
-        return None
-    if (len(r) != 2 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in r)
-            or not r[0] < r[1]):
-        raise ValueError(f"`input_range` must be 'auto', None or (low, high) with finite "
-                         f"low < high, got {r!r}.")
-    return (float(r[0]), float(r[1]))
 
 
 def _is_array_param(v):
@@ -175,25 +173,6 @@ def _outlier_view(ds, shape, input_range):
     return DatasetView(ds, info, name="X_outliers", input_range=input_range)
 
 
-def _check_two_classes(labels, backbone_is_name):
-    if labels is not None and backbone_is_name and len(np.unique(labels)) < 2:
-        raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
-                         "of at least two classes, or fit without labels (y=None).")
-
-
-def _outlier_rows(y, n, outlier_label):
-    """The one rule for labels with outlier rows, for arrays and Datasets alike: ``(labels,
-    is_outlier)`` from ``y``; an error when fewer than two in-distribution rows remain."""
-    labels, is_out = labels_from_y(y, n, outlier_label=outlier_label)
-    if is_out.all():
-        raise ValueError(f"All rows of `y` are {outlier_label!r} (outliers); at least two "
-                         "in-distribution rows are needed.")
-    if n - int(is_out.sum()) < 2:
-        raise ValueError(f"Only {n - int(is_out.sum())} in-distribution row(s) in X; at least 2 "
-                         "are needed.")
-    return labels, is_out
-
-
 def _array_inputs(X, y, X_outliers, p):
     """The array / tensor path: ``X`` validated by scikit-learn (which records the feature
     count and names on a :class:`FitRecord`), labels, outlier rows and arrays."""
@@ -209,7 +188,7 @@ def _array_inputs(X, y, X_outliers, p):
         outlier_arrays.append(check_more_inputs(y, name="X_outliers", sample_shape=shape,
                                                   feature_names=names))
     elif y is not None:
-        labels, is_out = _outlier_rows(y, len(Xc), p["outlier_label"])
+        labels, is_out = outlier_rows(y, len(Xc), p["outlier_label"])
         if is_out.any():
             outlier_arrays.append(Xc[is_out])
             Xc, labels = Xc[~is_out], labels[~is_out]
@@ -224,8 +203,9 @@ def _array_inputs(X, y, X_outliers, p):
         source_array = check_more_inputs(p["outliers"], name="outliers", sample_shape=shape,
                                          feature_names=names)
         check_input_range(source_array, input_range, "outliers")
-    _check_two_classes(labels, p["backbone_is_name"])
-    return FitInputs(Xc, labels, shape, input_range, int(record.n_features_in_), names,
+    check_two_classes(labels, p["backbone_is_name"])
+    rows = TensorRows(torch.from_numpy(np.ascontiguousarray(Xc)), labels)
+    return FitInputs(rows, labels, shape, input_range, int(record.n_features_in_), names,
                      np.concatenate(outlier_arrays) if outlier_arrays else None, source_array)
 
 
@@ -236,7 +216,7 @@ def _dataset_labels(X, y, X_outliers, info, shape, p, outlier_parts):
         if y is not None:
             raise ValueError("`X` is a Dataset yielding (x, y) pairs, and `y` was passed too; "
                              "pass the labels one way.")
-        return dataset_labels(X, info, "X", p["num_workers"])
+        return dataset_labels(X, "X", p["num_workers"])
     if y is not None and is_outlier_array(y, shape):
         if X_outliers is not None:
             raise ValueError(_AMBIGUOUS)
@@ -255,7 +235,7 @@ def _dataset_inputs(X, y, X_outliers, p):
     labels = _dataset_labels(X, y, X_outliers, info, shape, p, outlier_parts)
     view = DatasetView(X, info, name="X", input_range=input_range)
     if labels is not None:
-        labels, is_out = _outlier_rows(labels, len(X), p["outlier_label"])
+        labels, is_out = outlier_rows(labels, len(X), p["outlier_label"])
         if is_out.any():
             out_view = view.view(np.flatnonzero(is_out))
             out_view.name = "X_outliers"
@@ -263,7 +243,7 @@ def _dataset_inputs(X, y, X_outliers, p):
             view = view.view(np.flatnonzero(~is_out))
             labels = labels[~is_out]
         view.labels = labels
-        _check_two_classes(labels, p["backbone_is_name"])
+        check_two_classes(labels, p["backbone_is_name"])
     if X_outliers is not None:
         outlier_parts.append(check_more_inputs(X_outliers, name="X_outliers", sample_shape=shape))
     for arr in outlier_parts:
@@ -346,17 +326,22 @@ def split_validation(inputs, validation_fraction, rng, num_workers=0):
         n_val = min(max(n_val, 1), n - 2)
     perm = rng.permutation(n)
     val_idx, tr_idx = keep_classes_in_training(perm, n_val, inputs.labels)
-    if isinstance(X, DatasetView):  # streamed; a bounded subset for statistics
-        train_data = X.view(tr_idx)
-        X_val = X.view(val_idx) if len(val_idx) else train_data
-        X_train = train_data.fit_subset(rng, num_workers=num_workers)
-    else:
-        X_train = torch.from_numpy(np.ascontiguousarray(X[tr_idx]))
-        X_val = torch.from_numpy(np.ascontiguousarray(X[val_idx])) if len(val_idx) else X_train
-        train_data = X_train
+    train_data = X.view(tr_idx)
+    X_val = X.view(val_idx) if len(val_idx) else train_data
+    X_train = train_data.fit_subset(rng, num_workers=num_workers)  # a bounded subset of a Dataset
     return dataclasses.replace(inputs, train_idx=tr_idx, val_idx=val_idx, X_train=X_train,
                                X_val=X_val, train_data=train_data,
                                train_labels=None if inputs.labels is None else inputs.labels[tr_idx])
+
+
+def fit_inputs(X, y, X_outliers, *, validation_fraction, seed, **params):
+    """The data of one ``fit``, in one call: validated (:func:`prepare_fit_inputs`, with the
+    estimator's parameters ``params``: :func:`input_params`), the outlier source built, and
+    the held-out rows split off with ``numpy.random.RandomState(seed)``
+    (:func:`split_validation`). Nothing downstream comes back here: it reads the rows."""
+    inputs = prepare_fit_inputs(X, y, X_outliers, **params)
+    return split_validation(inputs, validation_fraction, np.random.RandomState(seed),
+                            params.get("num_workers", 0))
 
 
 def build_source(inputs, outliers, num_workers=0):
@@ -390,6 +375,6 @@ def prepare_fit(estimator, X, y, X_outliers):
         estimator.feature_names_in_ = inputs.feature_names_in
     out = {"X": inputs.X, "labels": inputs.labels, "shape": inputs.sample_shape,
            "input_range": inputs.input_range, "outliers": inputs.outliers}
-    if not any_dataset(X):
-        out["source_array"] = inputs.source_array
+    if not any_dataset(X):  # the former form: a float32 array
+        out["X"], out["source_array"] = inputs.X.to_tensor().numpy(), inputs.source_array
     return out

@@ -168,17 +168,17 @@ def seed_and_device(random_state, device, distributed, verbose=0):
     return seed, dev, ddp
 
 
-def build_module(backbone, inputs, rows, *, resumed=None, classes=None, device=None,
-                 feature_layer=False):
+def build_module(backbone, inputs, batch_size, num_workers=0, *, resumed=None, classes=None,
+                 device=None, feature_layer=False):
     """The module to train, its classes and the training targets.
 
     ``resumed``: the fitted module of a warm start (a copy is trained, so a failed fit
     leaves it untouched); else ``backbone`` is a module (deep-copied, treated as
     pretrained: its logits are the classes ``0..k-1``) or a name / factory (built fresh;
     the classes are the sorted labels). ``classes`` are the current ``classes_`` (None when
-    absent); a fresh label-free module keeps them as they are. ``rows`` (a
-    :class:`~aoe_detect._scoring.Rows`-like object with ``batches`` and ``batch_size``)
-    feeds a pretrained module's own predictions, the targets of a label-free fit.
+    absent); a fresh label-free module keeps them as they are. A pretrained module's own
+    predictions on the training rows (in batches of ``batch_size``, ``num_workers`` loader
+    workers for a Dataset) are the targets of a label-free fit.
 
     Returns ``(module, classes, targets)``: ``classes`` None means no ``classes_``;
     ``targets`` are class indices of the training rows (of every training row of a
@@ -204,8 +204,8 @@ def build_module(backbone, inputs, rows, *, resumed=None, classes=None, device=N
     elif not fresh and k > 1:
         # pretrained module without labels: its own predictions keep its classes
         dev = next(iter(module.parameters()), torch.empty(0)).device
-        targets = batched_outputs(module, rows.batches(inputs.train_data), lambda t: t.argmax(1),
-                                  batch_size=rows.batch_size, device=dev).numpy()
+        targets = batched_outputs(module, inputs.train_data.batches(batch_size, num_workers),
+                                  lambda t: t.argmax(1), batch_size=batch_size, device=dev).numpy()
     else:
         targets = None
     module = module.to(device)

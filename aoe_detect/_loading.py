@@ -1,17 +1,29 @@
-"""Loading: map-style torch Datasets as inputs, batch samplers, transfers (private; formerly
-``aoe_detect.data``, which remains as a deprecated alias).
+"""The row type of the detector: in memory (:class:`TensorRows`) or streamed from a map-style
+Dataset (:class:`DatasetView`); Dataset loading (private; formerly ``aoe_detect.data``, which
+remains as a deprecated alias).
 
-:class:`~aoe_detect.AOEDetector` accepts, besides arrays, map-style
-:class:`torch.utils.data.Dataset` objects whose items are ``x`` or ``(x, y)`` (``x`` a tensor
-or array of one sample's shape, ``y`` an integer label, ``-1`` marking an outlier). They are
-streamed through :class:`~torch.utils.data.DataLoader` objects (``num_workers`` worker
-processes, pinned memory on CUDA), so the data never has to fit in memory:
+``fit`` turns its data into rows once (:mod:`aoe_detect._fit_inputs`); scoring validates each
+call's data and takes it as rows (:func:`scoring_view`, :func:`as_rows`). Everything downstream (the training loop, the
+statistics, the score, the threshold) consumes rows through one interface and never asks
+which backend it holds:
 
-- :func:`inspect_dataset` validates the first items (type, dtype, shape, finite values);
-  every later batch is checked for NaN/inf and the input range by :class:`Collate`, with the
-  index of the offending item in the error.
-- :class:`DatasetView` is "these rows of that dataset" (the training rows, the held-out
-  validation rows, the outlier rows), with the labels aligned to the rows.
+- ``len(rows)``, ``rows.shape`` (``(n, *sample_shape)``), ``rows[a:b]`` (those rows as a
+  float32 tensor), ``rows.view(positions)`` (a sub-view of the same backend), ``rows.labels``;
+- ``rows.to_tensor()`` / ``rows.head(n)`` (rows as a float32 tensor),
+  ``rows.fit_subset(rng)`` (the rows statistics are fitted on: all rows in memory; a
+  bounded random subset of at most :data:`MAX_FIT_SUBSET` rows of a Dataset);
+- ``rows.batches(batch_size, ...)`` (in order, for inference) and
+  ``rows.train_batches(batch_size, targets, ...)`` (the shuffled global batches of one
+  training stage).
+
+A Dataset's items are ``x`` or ``(x, y)`` (``x`` a tensor or array of one sample's shape,
+``y`` an integer label, ``-1`` marking an outlier). They are streamed through
+:class:`~torch.utils.data.DataLoader` objects (``num_workers`` worker processes, pinned
+memory on CUDA), so the data never has to fit in memory. The input rules (first items, each
+loaded batch: finite values, the input range, uint8 pixels) are those of
+:mod:`aoe_detect._validation`, applied by :class:`Collate` with the index of the offending
+item in the error.
+
 - :class:`GlobalBatchSampler` yields the same global batches as the in-memory training loop
   (:func:`aoe_detect._torch_utils.index_batches` on the shared generator); under
   ``torch.distributed`` each rank takes every ``world``-th row of each batch, as
@@ -29,25 +41,24 @@ Nothing here touches the global RNGs: batch order comes from the caller's
 from __future__ import annotations
 
 import itertools
-import numbers
 
 import numpy as np
 import torch
-from torch.utils.data import (DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler,
-                              Subset)
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from ._torch_utils import index_batches, pixels_to_unit, steps_per_epoch, to_device
+from ._validation import (N_CHECK, DatasetInfo, check_batch, check_item_shapes, inspect_dataset,
+                          is_pixels, item_label, item_tensor, split_item)
 
-__all__ = ["is_dataset", "any_dataset", "inspect_dataset", "DatasetInfo", "DatasetView", "Collate",
-           "GlobalBatchSampler", "OutlierBatchSampler", "TrainBatches", "make_loader", "to_device",
-           "scoring_view", "RowsDataset", "MAX_FIT_SUBSET"]
+__all__ = ["is_dataset", "any_dataset", "inspect_dataset", "DatasetInfo", "TensorRows",
+           "DatasetView", "as_rows", "Collate", "GlobalBatchSampler", "OutlierBatchSampler",
+           "TrainBatches", "make_loader", "to_device", "scoring_view", "RowsDataset",
+           "MAX_FIT_SUBSET", "N_CHECK"]
 
 #: Largest number of ID samples loaded into memory during ``fit`` on a Dataset, to compute
 #: the input standardisation, ``epsilon="auto"``, the automatic margins and to fit the
 #: outlier source (a random subset, drawn with the fit's local generator).
 MAX_FIT_SUBSET = 10_000
-#: Items checked up front (type, dtype, shape, finite values).
-N_CHECK = 8
 
 
 def is_dataset(obj) -> bool:
@@ -59,146 +70,17 @@ def any_dataset(*objs) -> bool:
     return any(is_dataset(o) for o in objs)
 
 
-# ----------------------------------------------------------------------------- items
-def _split_item(item, name, index):
-    """``x`` or ``(x, y)`` -> ``(x, y or None)``; a 1-tuple ``(x,)`` (TensorDataset) is ``x``."""
-    if isinstance(item, (tuple, list)):
-        if len(item) == 2:
-            return item[0], item[1]
-        if len(item) == 1:
-            return item[0], None
-        raise ValueError(f"`{name}` items must be x or (x, y); item {index} is a "
-                         f"{type(item).__name__} of length {len(item)}.")
-    if isinstance(item, dict):
-        raise ValueError(f"`{name}` items must be x or (x, y), not dicts (item {index} has keys "
-                         f"{sorted(item)[:5]}); wrap the dataset to return (image, label).")
-    return item, None
-
-
-def _as_tensor(x, name, index):
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-    elif isinstance(x, np.ndarray):
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    else:
-        raise TypeError(f"`{name}` item {index} holds a {type(x).__name__}; samples must be torch "
-                        "tensors or numpy arrays (for PIL images add torchvision's "
-                        "transforms.ToTensor() or PILToTensor()).")
-    if t.is_complex():
-        raise ValueError(f"Complex data not supported: `{name}` item {index} has dtype {t.dtype}.")
-    if t.dtype == torch.bool:
-        t = t.to(torch.uint8)
-    return t
-
-
-def _label(y, name, index):
-    if isinstance(y, torch.Tensor):
-        if y.numel() != 1:
-            raise ValueError(f"`{name}` item {index} has a label of shape {tuple(y.shape)}; "
-                             "labels must be scalars (class index, -1 for an outlier).")
-        y = y.item()
-    elif isinstance(y, np.ndarray):
-        if y.size != 1:
-            raise ValueError(f"`{name}` item {index} has a label of shape {y.shape}; labels must "
-                             "be scalars.")
-        y = y.item()
-    if isinstance(y, bool) or not isinstance(y, numbers.Real) or (
-            isinstance(y, float) and (not np.isfinite(y) or y != round(y))):
-        raise ValueError(f"`{name}` item {index} has label {y!r}; labels must be integer class "
-                         "indices (-1 marks an outlier).")
-    return int(y)
-
-
-def _sample_shape(raw_shape, name):
-    """Shape of one raw sample -> the channels-first sample shape the backbone sees."""
-    if len(raw_shape) == 1:
-        return tuple(raw_shape)
-    if len(raw_shape) == 2:
-        return (1, *raw_shape)
-    if len(raw_shape) == 3:
-        if raw_shape[-1] in (1, 3, 4) and raw_shape[0] not in (1, 3, 4):
-            raise ValueError(f"`{name}` yields channels-last samples of shape {tuple(raw_shape)}; "
-                             "samples must be (c, h, w) or (h, w) (use transforms.ToTensor() or "
-                             "x.permute(2, 0, 1)).")
-        return tuple(raw_shape)
-    raise ValueError(f"`{name}` yields samples of shape {tuple(raw_shape)}; expected (d,), (h, w) "
-                     "or (c, h, w).")
-
-
-class DatasetInfo:
-    """What :func:`inspect_dataset` learned from the first items."""
-
-    def __init__(self, shape, raw_shape, labelled, uint8):
-        self.shape, self.raw_shape, self.labelled, self.uint8 = shape, raw_shape, labelled, uint8
-
-    def __repr__(self):
-        return (f"DatasetInfo(shape={self.shape}, labelled={self.labelled}, "
-                f"uint8={self.uint8})")
-
-
-def inspect_dataset(dataset, name="X", sample_shape=None, min_samples=1):
-    """Validate the first items of a map-style dataset.
-
-    Checks the item structure (``x`` or ``(x, y)``), that ``x`` is a numeric tensor/array
-    of a supported shape with finite values, and (``sample_shape`` given) that the shape
-    matches. Later items are checked batch by batch while they are loaded.
-
-    Returns
-    -------
-    DatasetInfo
-        ``shape`` (channels-first, as the backbone sees it), ``labelled`` and ``uint8``
-        (pixels scaled from [0, 255] to [0, 1]).
-    """
-    if isinstance(dataset, IterableDataset):
-        raise TypeError(f"`{name}` is an IterableDataset; only map-style datasets (with "
-                        "__getitem__ and __len__) are supported, so that rows can be split, "
-                        "sharded across processes and scored in order.")
-    try:
-        n = len(dataset)
-    except TypeError:
-        raise TypeError(f"`{name}` is a Dataset without __len__; map-style datasets with "
-                        "__len__ are required.") from None
-    if n < min_samples:
-        raise ValueError(f"`{name}` has {n} item(s); at least {min_samples} are needed.")
-    raw_shape = labelled = uint8 = None
-    for i in range(min(N_CHECK, n)):
-        x, y = _split_item(dataset[i], name, i)
-        t = _as_tensor(x, name, i)
-        if labelled is None:
-            labelled = y is not None
-            raw_shape, uint8 = tuple(t.shape), t.dtype == torch.uint8
-            shape = _sample_shape(raw_shape, name)
-        elif labelled != (y is not None):
-            raise ValueError(f"`{name}` mixes items with and without labels (item {i}).")
-        if tuple(t.shape) != raw_shape:
-            raise ValueError(f"`{name}` item {i} has shape {tuple(t.shape)}, item 0 has "
-                             f"{raw_shape}; all samples must have the same shape.")
-        if (t.dtype == torch.uint8) != uint8:
-            raise ValueError(f"`{name}` mixes uint8 and non-uint8 samples (item {i} is {t.dtype}).")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"`{name}` item {i} contains NaN or infinity.")
-        if y is not None:
-            _label(y, name, i)
-    if sample_shape is not None and tuple(shape) != tuple(sample_shape):
-        raise ValueError(f"`{name}` has samples of shape {tuple(shape)}, but the detector "
-                         f"expects samples of shape {tuple(sample_shape)} (those of the ID data).")
-    return DatasetInfo(shape, raw_shape, labelled, uint8)
-
-
-def dataset_labels(dataset, info, name, num_workers=0):
-    """All labels of a labelled dataset as an int64 array.
+def dataset_labels(dataset, name, num_workers=0):
+    """All labels of a labelled dataset as an int64 array (each by :func:`item_label`).
 
     Uses the torchvision convention ``dataset.targets`` (also through ``Subset``) when
     present; otherwise one pass over the items (with ``num_workers`` loader workers).
     """
     t = _targets_attr(dataset)
     if t is not None and len(t) == len(dataset):
-        return np.asarray([_label(v, name, i) for i, v in enumerate(np.asarray(t).tolist())],
+        return np.asarray([item_label(v, name, i) for i, v in enumerate(np.asarray(t).tolist())],
                           dtype=np.int64)
-    view = DatasetView(dataset, info, name=name)
-    loader = DataLoader(_LabelRows(view), batch_size=1024, num_workers=num_workers,
+    loader = DataLoader(_LabelRows(dataset, name), batch_size=1024, num_workers=num_workers,
                         collate_fn=_collate_labels,
                         generator=torch.Generator().manual_seed(0))
     return np.concatenate([b for b in loader]) if len(dataset) else np.zeros(0, np.int64)
@@ -215,22 +97,71 @@ def _targets_attr(dataset):
 
 
 class _LabelRows(Dataset):
-    def __init__(self, view):
-        self.view = view
+    def __init__(self, dataset, name):
+        self.dataset, self.name = dataset, name
 
     def __len__(self):
-        return len(self.view)
+        return len(self.dataset)
 
     def __getitem__(self, j):
-        _, y = _split_item(self.view.dataset[int(self.view.indices[j])], self.view.name, j)
-        return _label(y, self.view.name, int(self.view.indices[j]))
+        _, y = split_item(self.dataset[j], self.name, j)
+        return item_label(y, self.name, j)
 
 
 def _collate_labels(ys):
     return np.asarray(ys, dtype=np.int64)
 
 
-# ----------------------------------------------------------------------------- views
+# ----------------------------------------------------------------------------- the row type
+class TensorRows:
+    """Rows held in memory: a float32 tensor ``(n, *sample_shape)`` (validated) and their
+    labels (or None). The in-memory backend of the row type (see the module docstring)."""
+
+    def __init__(self, tensor, labels=None, name="X"):
+        self.tensor, self.labels, self.name = tensor, labels, name
+
+    def __len__(self):
+        return len(self.tensor)
+
+    @property
+    def shape(self):
+        return tuple(self.tensor.shape)
+
+    def __getitem__(self, rows):
+        if not isinstance(rows, slice):
+            raise TypeError("Rows support slices only; use view(positions) for rows.")
+        return self.tensor[rows]
+
+    def view(self, positions):
+        positions = np.asarray(positions, dtype=np.int64)
+        return TensorRows(self.tensor[torch.from_numpy(positions)],
+                          None if self.labels is None else self.labels[positions], self.name)
+
+    def to_tensor(self, num_workers=0, batch_size=512):
+        return self.tensor
+
+    def head(self, n, num_workers=0):
+        return self.tensor[:n]
+
+    def fit_subset(self, rng, limit=MAX_FIT_SUBSET, num_workers=0):
+        """Every row: rows in memory need no subset (``rng`` is not drawn from)."""
+        return self.tensor
+
+    def batches(self, batch_size, num_workers=0, pin_memory=False):
+        """The tensor itself: :func:`~aoe_detect._training.batched_outputs` cuts it."""
+        return self.tensor
+
+    def train_batches(self, batch_size, targets=None, rank=0, world=1, num_workers=0,
+                      pin_memory=False, seed=0):
+        return _TensorBatches(self.tensor, targets, batch_size, rank, world)
+
+
+def as_rows(X):
+    """``X`` as the row type: rows as they are, a float32 tensor (already validated, e.g. the
+    statistics rows of ``fit`` or a checked scoring chunk) as rows in memory."""
+    return X if isinstance(X, (TensorRows, DatasetView)) else TensorRows(X)
+
+
 class DatasetView:
     """Rows ``indices`` of a map-style ``dataset`` (all rows by default).
 
@@ -287,6 +218,20 @@ class DatasetView:
         pick = np.sort(rng.choice(len(self), limit, replace=False))
         return self.view(pick).to_tensor(num_workers)
 
+    def head(self, n, num_workers=0):
+        """The first ``n`` rows as a float32 tensor."""
+        return self.view(np.arange(n)).to_tensor(int(num_workers))
+
+    def batches(self, batch_size, num_workers=0, pin_memory=False):
+        """An in-order DataLoader of ``(x, y)`` batches."""
+        return make_loader(self, _ChunkSampler(len(self), batch_size), num_workers,
+                           pin_memory=pin_memory)
+
+    def train_batches(self, batch_size, targets=None, rank=0, world=1, num_workers=0,
+                      pin_memory=False, seed=0):
+        return TrainBatches(self, targets, batch_size, rank, world, num_workers, pin_memory,
+                            seed)
+
 
 class RowsDataset(Dataset):
     """``(row, x, target)`` for the rows of a view; ``target`` from ``targets`` or -2.
@@ -302,7 +247,7 @@ class RowsDataset(Dataset):
 
     def __getitem__(self, j):
         idx = int(self.view.indices[j])
-        x, _ = _split_item(self.view.dataset[idx], self.view.name, idx)
+        x, _ = split_item(self.view.dataset[idx], self.view.name, idx)
         t = -2 if self.targets is None else int(self.targets[j])
         return idx, x, t
 
@@ -316,33 +261,15 @@ class Collate:
 
     def __call__(self, rows):
         idx = [r[0] for r in rows]
-        xs = [_as_tensor(r[1], self.name, i) for r, i in zip(rows, idx)]
-        raw = self.info.raw_shape
-        for t, i in zip(xs, idx):
-            if tuple(t.shape) != raw:
-                raise ValueError(f"`{self.name}` item {i} has shape {tuple(t.shape)}; the first "
-                                 f"items have {raw}. All samples must have the same shape.")
+        xs = [item_tensor(r[1], self.name, i) for r, i in zip(rows, idx)]
+        check_item_shapes(xs, self.info.raw_shape, self.name, idx)
         x = torch.stack(xs)
-        if x.dtype == torch.uint8 and len(self.info.shape) == 3:  # only images are pixels
+        if is_pixels(x.dtype == torch.uint8, self.info.shape):
             x = pixels_to_unit(x)
         elif x.dtype != torch.float32:
             x = x.to(torch.float32)
         x = x.reshape((len(xs), *self.info.shape))
-        if x.numel():
-            lo, hi = torch.aminmax(x)
-            lo, hi = float(lo), float(hi)
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                bad = (~torch.isfinite(x.reshape(len(xs), -1)).all(1)).nonzero().flatten()
-                raise ValueError(f"`{self.name}` item {idx[int(bad[0])]} contains NaN or infinity.")
-            r = self.input_range
-            if r is not None and (lo < r[0] - 1e-6 or hi > r[1] + 1e-6):
-                flat = x.reshape(len(xs), -1)
-                bad = ((flat < r[0] - 1e-6) | (flat > r[1] + 1e-6)).any(1).nonzero().flatten()
-                raise ValueError(
-                    f"`{self.name}` item {idx[int(bad[0])]} has values outside the declared input "
-                    f"range [{r[0]}, {r[1]}] (batch range [{lo:.4g}, {hi:.4g}]; parameter "
-                    "`input_range`). Scale images to [0, 1] (uint8 is scaled automatically), or "
-                    "set input_range=None or to the real range.")
+        check_batch(x, self.name, self.input_range, idx)
         t = [r[2] for r in rows]
         y = None if t[0] == -2 else torch.as_tensor(t, dtype=torch.long)
         return x, y
@@ -420,13 +347,29 @@ def make_loader(view, batch_sampler, num_workers=0, pin_memory=False, targets=No
                       persistent_workers=bool(persistent and num_workers > 0))
 
 
-class TrainBatches:
-    """The ID training batches of one process for ``train_epoch``.
+class _TensorBatches:
+    """The training batches of rows in memory: each epoch the global batches of
+    :func:`~aoe_detect._torch_utils.index_batches` drawn from the stage's generator, of
+    which this rank takes every ``world``-th row; yields ``(x, y, n_global)``."""
 
-    ``X`` is a float32 tensor (with labels ``y`` or None) or a :class:`DatasetView`
-    (with ``y`` the int64 targets aligned to its rows, or None). Each epoch yields
-    ``(x, y, n_global)``: this rank's share of a global batch of ``n_global`` rows.
-    """
+    def __init__(self, X, y, batch_size, rank=0, world=1):
+        self.X, self.y, self.batch_size, self.rank, self.world = X, y, batch_size, rank, world
+
+    def __len__(self):
+        return steps_per_epoch(len(self.X), self.batch_size, self.world)
+
+    def epoch(self, generator):
+        for b in index_batches(len(self.X), self.batch_size, generator, world=self.world):
+            idx = b[self.rank::self.world]
+            yield self.X[idx], (None if self.y is None else self.y[idx]), len(b)
+
+
+class TrainBatches:
+    """The training batches of a :class:`DatasetView` (with ``y`` the int64 targets aligned
+    to its rows, or None): the same global batches as :class:`_TensorBatches`
+    (:class:`GlobalBatchSampler`), loaded by one DataLoader per stage whose workers persist
+    across epochs. Each epoch yields ``(x, y, n_global)``: this rank's share of a global
+    batch of ``n_global`` rows."""
 
     def __init__(self, X, y, batch_size, rank=0, world=1, num_workers=0, pin_memory=False,
                  seed=0):
@@ -439,11 +382,6 @@ class TrainBatches:
         return steps_per_epoch(len(self.X), self.batch_size, self.world)
 
     def epoch(self, generator):
-        if isinstance(self.X, torch.Tensor):
-            for b in index_batches(len(self.X), self.batch_size, generator, world=self.world):
-                idx = b[self.rank::self.world]
-                yield self.X[idx], (None if self.y is None else self.y[idx]), len(b)
-            return
         if self._loader is None:  # one loader per stage: workers persist across epochs
             self._sampler = GlobalBatchSampler(len(self.X), self.batch_size, generator,
                                                self.rank, self.world)

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _params, _state
 from . import distributed as _distributed
-from ._loading import DatasetView, _ChunkSampler, is_dataset, make_loader, scoring_view
+from ._loading import as_rows, is_dataset, scoring_view
 from ._fit_steps import seed_from
 from ._training import amp_dtype, batched_outputs, compiled
 from ._validation import check_epsilon, check_input_range, check_inputs
@@ -106,11 +106,9 @@ class Rows:
     channels_last: bool = False
 
     def batches(self, X):
-        """A float32 tensor as is; a Dataset view as an in-order DataLoader."""
-        if not isinstance(X, DatasetView):
-            return X
-        return make_loader(X, _ChunkSampler(len(X), self.batch_size), self.num_workers,
-                           pin_memory=self.device.type == "cuda")
+        """The in-order batches of rows ``X`` (the row type, or a validated float32 tensor)."""
+        return as_rows(X).batches(self.batch_size, self.num_workers,
+                                  pin_memory=self.device.type == "cuda")
 
     def apply(self, X, fn, dtype, tail=(), model=None):
         """``fn(logits)`` of every row of ``X`` (tensor or Dataset view), written batch by
@@ -132,7 +130,7 @@ class Rows:
             return out
         flat = out.reshape(len(out), -1)
         bad = np.flatnonzero(~np.isfinite(flat).all(1))
-        rows = X.view(bad) if isinstance(X, DatasetView) else X[torch.from_numpy(bad)]
+        rows = as_rows(X).view(bad)
         out[bad] = batched_outputs(
             _Float64(self.module if model is None else model), self.batches(rows),
             lambda logits: fn(logits.double()), batch_size=self.batch_size, device=self.device,
@@ -238,7 +236,7 @@ class PredictMixin:
             scores = self._chosen_scores(X_val)
         else:
             rows = np.arange(_distributed.rank(), len(X_val), _distributed.world_size())
-            part = X_val[torch.from_numpy(rows)] if isinstance(X_val, torch.Tensor) else X_val.view(rows)
+            part = X_val.view(rows)
             scores = _distributed.gather_rows(self._chosen_scores(part), len(X_val))
         scores = self._finite_scores(scores)
         _state.check_spread(scores, self._score_name, self.validation_fraction)

@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from . import distributed
-from ._loading import TrainBatches
+from ._loading import as_rows
 from ._torch_utils import index_batches, steps_per_epoch, to_device
 from .exceptions import (NonFiniteLossError,  # noqa: F401  (re-exported: its former home)
                          NonFiniteLossWarning, TrainingInterruptedWarning)
@@ -87,8 +87,7 @@ def validation_probe(X_val, val_idx, labels, classes, num_workers=0):
     n = min(len(val_idx), VALIDATION_ROWS)
     if n < 2:
         return None
-    Xv = X_val[:n] if isinstance(X_val, torch.Tensor) else \
-        X_val.view(np.arange(n)).to_tensor(int(num_workers))
+    Xv = X_val.head(n, num_workers)
     yv = None
     if labels is not None and classes is not None:
         lab = np.asarray(labels)[val_idx[:n]]
@@ -299,7 +298,8 @@ class Stage:
     ``module`` is the plain module being trained; ``forward_model`` runs the training forward
     (DDP and/or ``torch.compile`` wrappers), ``attack_model`` the attack on the outliers.
     ``feed`` draws and perturbs the outliers (None without outlier exposure); ``batches``
-    replaces in-memory batching for Datasets and several processes.
+    yields the ID batches of each epoch (``X.train_batches``: the same global batches for
+    rows in memory and rows of a Dataset).
     """
 
     name: str
@@ -319,7 +319,7 @@ class Stage:
     scaler: object = None
     source: object = None
     feed: OutlierFeed | None = None
-    batches: TrainBatches | None = None
+    batches: object = None
     world: int = 1
     check_every: int = 1
     bar: object = None
@@ -365,8 +365,8 @@ def build_stage(name, epochs, module, X, y, *, loss_fn, generator, device, optio
     synchronised BatchNorm, the gradient scaler, the autocast dtype, the forward / attack
     wrappers, the outlier feed and the batch provider of one stage.
 
-    ``X``/``y`` are the training inputs: a float32 tensor with labels, or a
-    :class:`~aoe_detect._loading.DatasetView` with targets aligned to its rows. With
+    ``X``/``y`` are the training rows (the row type of :mod:`aoe_detect._loading`, or a
+    float32 tensor taken as rows in memory) and their targets (aligned to the rows, or None). With
     ``options.ddp`` the forward module is wrapped in ``DistributedDataParallel`` (the
     process group must be initialised); the attack always runs on the plain module (an input
     gradient needs no gradient synchronisation). DataLoader seeds derive from
@@ -400,21 +400,14 @@ def build_stage(name, epochs, module, X, y, *, loss_fn, generator, device, optio
     if source is not None:
         feed = _outlier_feed(source, attack, eps, options, generator, dtype, rank, world, cuda)
         feed.sample_shape = tuple(X.shape[1:])  # every drawn batch is checked against it
-    batches = None
-    if world > 1 or not isinstance(X, torch.Tensor):
-        batches = TrainBatches(X, y, options.batch_size, rank, world, options.num_workers,
-                               pin_memory=cuda,
-                               seed=(generator.initial_seed() + 1) % (2**31 - 1))
+    batches = as_rows(X).train_batches(options.batch_size, y, rank, world, options.num_workers,
+                                       pin_memory=cuda,
+                                       seed=(generator.initial_seed() + 1) % (2**31 - 1))
     return Stage(name, epochs, module, X, y, loss_fn, opt, sched, generator, device, options,
                  forward_model=forward_model, attack_model=compiled(module, options.compile),
                  autocast_dtype=dtype, scaler=scaler, source=source, feed=feed, batches=batches,
                  world=world, check_every=CUDA_CHECK_EVERY if cuda else 1, bar=bar,
                  sync_handle=sync_handle)
-
-
-def _tensor_batches(X, y, batch_size, generator):
-    for idx in index_batches(len(X), batch_size, generator):
-        yield X[idx], (None if y is None else y[idx]), len(idx)
 
 
 def _raise_if_nonfinite(flag, loss, steps, world, check_every):
@@ -494,8 +487,7 @@ def train_epoch(stage, progress=None):
     model, opts, device = stage.module, stage.options, stage.device
     model.train()
     stage.forward_model.train()
-    it = (stage.batches.epoch(stage.generator) if stage.batches is not None
-          else _tensor_batches(stage.X, stage.y, opts.batch_size, stage.generator))
+    it = stage.batches.epoch(stage.generator)
     shift = opts.augment and stage.name == "pretrain"
     for x_in, y_in, n_global in it:
         if shift and x_in.dim() == 4:

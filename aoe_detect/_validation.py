@@ -1,12 +1,29 @@
-"""Input validation for the public entry points (internal helpers trust their inputs)."""
+"""Input rules: every rule about what the detector accepts as data lives here, once.
+
+Arrays, tensors, DataFrames and sparse matrices (:func:`check_inputs`,
+:func:`check_more_inputs`), the items and batches of map-style Datasets
+(:func:`inspect_dataset`, :func:`split_item`, :func:`item_tensor`, :func:`item_label`,
+:func:`check_batch`), the sample shape (:func:`channels_first_shape`: channels first, the
+channels-last hint), finite values, the declared ``input_range`` (:func:`resolve_input_range`,
+:func:`check_input_range`), uint8 pixels (:func:`is_pixels`), class labels and outlier rows
+(:func:`labels_from_y`, :func:`outlier_rows`, :func:`check_two_classes`,
+:func:`is_outlier_array`) and the attack radius (:func:`check_epsilon`). The modules above
+(:mod:`aoe_detect._fit_inputs`, which orders the checks of ``fit``; :mod:`aoe_detect._loading`,
+the row type, whose batches are checked while they load; the outlier sources and the
+scoring methods) call these rules and hold none of their own. Internal helpers trust their
+inputs.
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import numpy as np
 import scipy.sparse
 import torch
+from torch.utils.data import IterableDataset
 
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_array
@@ -15,7 +32,10 @@ from ._compat import validate_data
 from ._torch_utils import pixels_to_unit
 
 __all__ = ["to_numpy", "is_dataframe", "MAX_DENSE_BYTES", "check_inputs", "check_more_inputs",
-           "check_input_range", "labels_from_y", "is_outlier_array", "check_epsilon", "FitRecord"]
+           "check_input_range", "resolve_input_range", "labels_from_y", "outlier_rows",
+           "check_two_classes", "is_outlier_array", "check_epsilon", "FitRecord",
+           "channels_first_shape", "is_pixels", "check_finite", "split_item", "item_tensor", "item_label",
+           "check_batch", "check_item_shapes", "inspect_dataset", "DatasetInfo", "N_CHECK"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -171,19 +191,46 @@ def _check_float32_finite(X, name):
                          "conversion); finite float32 values are expected.")
 
 
+def channels_first_shape(raw_shape, name, per_item=False, array_shape=None):
+    """The shape rule: one raw sample's shape -> the channels-first shape the backbone sees.
+
+    ``(d,)`` (a table row) and ``(c, h, w)`` stay, ``(h, w)`` becomes ``(1, h, w)``;
+    channels-last images ``(h, w, c)`` with ``c`` in 1, 3, 4 are refused with the fix for an
+    array (``per_item=False``; ``array_shape`` is the whole array's shape, named in the
+    message) or for a Dataset's items; other shapes are refused.
+    """
+    raw = tuple(int(v) for v in raw_shape)
+    if len(raw) == 1:
+        return raw
+    if len(raw) == 2:
+        return (1, *raw)
+    if len(raw) == 3:
+        if raw[-1] in (1, 3, 4) and raw[0] not in (1, 3, 4):
+            fix = ("the items must be (c, h, w) or (h, w) (use transforms.ToTensor() or "
+                   "x.permute(2, 0, 1))" if per_item else
+                   f"images must be (n, c, h, w) or (n, h, w). Use {name}.transpose(0, 3, 1, 2)")
+            what = (f"shape {tuple(array_shape)}" if array_shape is not None
+                    else f"samples of shape {raw}")
+            raise ValueError(f"`{name}` looks channels-last with {what}; {fix}.")
+        return raw
+    raise ValueError(f"`{name}` has samples of shape {raw}; expected (d,) (a table row), (h, w) or "
+                     "(c, h, w) (an image): arrays of 2, 3 or 4 dimensions.")
+
+
 def _channels_first(X, name):
-    """(n, h, w) -> (n, 1, h, w); reject obvious channels-last 4-D arrays."""
-    if X.ndim == 3:
-        return X[:, None]
-    if X.ndim == 4 and X.shape[-1] in (1, 3, 4) and X.shape[1] not in (1, 3, 4):
-        raise ValueError(
-            f"`{name}` looks channels-last with shape {X.shape}; images must be (n, c, h, w) "
-            f"or (n, h, w). Use X.transpose(0, 3, 1, 2)."
-        )
+    """(n, h, w) -> (n, 1, h, w); reject obvious channels-last 4-D arrays (:func:`channels_first_shape`)."""
     if X.ndim > 4:
         raise ValueError(f"`{name}` must be 2-D (n, features), 3-D (n, h, w) or 4-D (n, c, h, w); "
                          f"got {X.ndim} dimensions with shape {X.shape}.")
-    return X
+    channels_first_shape(X.shape[1:], name, array_shape=X.shape)
+    return X[:, None] if X.ndim == 3 else X
+
+
+def is_pixels(uint8, shape):
+    """The pixel rule: uint8 samples of images (``shape`` ``(c, h, w)``) are pixel values in
+    [0, 255], scaled to [0, 1] (:func:`~aoe_detect._torch_utils.pixels_to_unit`); uint8
+    tables keep their values."""
+    return bool(uint8) and len(shape) == 3
 
 
 def _check_fitted_image_shape(X, expected, name):
@@ -239,7 +286,7 @@ def check_inputs(estimator, X, *, name="X", reset, min_samples=1):
                              f"was fitted on samples of shape {tuple(expected)}.")
     X = X.astype(np.float32, copy=False)
     _check_float32_finite(X, name)
-    was_uint8 = was_uint8 and X.ndim == 4  # only images are pixel values in [0, 255]
+    was_uint8 = is_pixels(was_uint8, X.shape[1:])
     if was_uint8:
         X = pixels_to_unit(X)
     return X, was_uint8
@@ -269,21 +316,76 @@ def check_more_inputs(X, *, name, sample_shape, feature_names=None):
                          f"of shape {tuple(sample_shape)}.")
     X = X.astype(np.float32, copy=False)
     _check_float32_finite(X, name)
-    # uint8 images are pixel values in [0, 255]; uint8 tabular data keeps its values
-    return pixels_to_unit(X) if (was_uint8 and X.ndim == 4) else X
+    return pixels_to_unit(X) if is_pixels(was_uint8, X.shape[1:]) else X
 
 
-def check_input_range(X, input_range, name):
-    """Raise if ``X`` leaves the declared ``input_range`` (tolerance 1e-6)."""
-    if input_range is None or X.size == 0:
+def resolve_input_range(input_range, sample_shape):
+    """``input_range`` -> ``(low, high)`` floats or None; ``"auto"``: (0, 1) for images."""
+    r = input_range
+    if isinstance(r, str):
+        return (0.0, 1.0) if len(sample_shape) == 3 else None
+    if r is None:
+        return None
+    if (len(r) != 2 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in r)
+            or not r[0] < r[1]):
+        raise ValueError(f"`input_range` must be 'auto', None or (low, high) with finite "
+                         f"low < high, got {r!r}.")
+    return (float(r[0]), float(r[1]))
+
+
+def _where(X, bad_rows, items):
+    """"row i" / "item j" (a Dataset's item index) of the first offending row."""
+    i = int(np.flatnonzero(np.asarray(bad_rows))[0])
+    return f"item {items[i]}" if items is not None else f"row {i}"
+
+
+def _rows_mask(X, fn):
+    flat = X.reshape(len(X), -1)
+    out = fn(flat).any(1)
+    return out.numpy() if isinstance(out, torch.Tensor) else out
+
+
+def check_finite(X, name, items=None):
+    """The finite-values rule for a batch (array or tensor, rows first): NaN or infinity
+    is refused, naming the first offending row (its Dataset item index with ``items``)."""
+    finite = torch.isfinite(X).all() if isinstance(X, torch.Tensor) else np.isfinite(X).all()
+    if not bool(finite):
+        lib = torch if isinstance(X, torch.Tensor) else np
+        bad = _rows_mask(X, lambda f: ~lib.isfinite(f))
+        raise ValueError(f"`{name}` {_where(X, bad, items)} contains NaN or infinity.")
+
+
+def check_input_range(X, input_range, name, items=None):
+    """The input-range rule: raise if ``X`` (array or tensor, rows first) leaves the declared
+    ``input_range`` (tolerance 1e-6), naming the first offending row (its Dataset item index
+    with ``items``)."""
+    size = X.numel() if isinstance(X, torch.Tensor) else X.size
+    if input_range is None or size == 0:
         return
     lo, hi = input_range
     xmin, xmax = float(X.min()), float(X.max())
     if xmin < lo - 1e-6 or xmax > hi + 1e-6:
+        bad = _rows_mask(X, lambda f: (f < lo - 1e-6) | (f > hi + 1e-6))
         raise ValueError(
             f"`{name}` has values in [{xmin:.4g}, {xmax:.4g}], outside the declared input range "
-            f"[{lo}, {hi}] (parameter `input_range`). Scale images to [0, 1] (uint8 is scaled "
-            "automatically), or set input_range=None (no clipping) or to the real range.")
+            f"[{lo}, {hi}] (parameter `input_range`). The first such sample is "
+            f"{_where(X, bad, items)}. Scale images to [0, 1] (uint8 is scaled automatically), "
+            "or set input_range=None (no clipping) or to the real range.")
+
+
+def check_item_shapes(xs, raw_shape, name, items):
+    """Every loaded item has the raw shape of the first items (:func:`inspect_dataset`)."""
+    for t, i in zip(xs, items):
+        if tuple(t.shape) != tuple(raw_shape):
+            raise ValueError(f"`{name}` item {i} has shape {tuple(t.shape)}; the first items have "
+                             f"{tuple(raw_shape)}. All samples must have the same shape.")
+
+
+def check_batch(x, name, input_range, items):
+    """A loaded batch of Dataset items (float32 tensor): finite, inside ``input_range``."""
+    if x.numel():
+        check_finite(x, name, items)
+        check_input_range(x, input_range, name, items)
 
 
 def labels_from_y(y, n, name="y", outlier_label=-1):
@@ -363,6 +465,26 @@ def labels_from_y(y, n, name="y", outlier_label=-1):
     return y, is_out
 
 
+def outlier_rows(y, n, outlier_label):
+    """The one rule for labels with outlier rows, for arrays and Datasets alike: ``(labels,
+    is_outlier)`` from ``y``; an error when fewer than two in-distribution rows remain."""
+    labels, is_out = labels_from_y(y, n, outlier_label=outlier_label)
+    if is_out.all():
+        raise ValueError(f"All rows of `y` are {outlier_label!r} (outliers); at least two "
+                         "in-distribution rows are needed.")
+    if n - int(is_out.sum()) < 2:
+        raise ValueError(f"Only {n - int(is_out.sum())} in-distribution row(s) in X; at least 2 "
+                         "are needed.")
+    return labels, is_out
+
+
+def check_two_classes(labels, backbone_is_name):
+    """A backbone built by name learns classes: labels of one class only are refused."""
+    if labels is not None and backbone_is_name and len(np.unique(labels)) < 2:
+        raise ValueError(f"`y` has only one class ({np.unique(labels).tolist()}); pass labels "
+                         "of at least two classes, or fit without labels (y=None).")
+
+
 def is_outlier_array(y, sample_shape, n_samples=None):
     """Whether the second positional argument of ``fit`` is an array of outliers.
 
@@ -433,3 +555,123 @@ def check_epsilon(epsilon, sample_shape, name="epsilon"):
             raise ValueError(msg)
         return e.astype(np.float32)
     return float(e)
+
+
+#: Items of a Dataset checked up front by :func:`inspect_dataset` (type, dtype, shape,
+#: finite values); every later item is checked while it loads (:func:`check_batch`).
+N_CHECK = 8
+
+
+# ----------------------------------------------------------------------------- Dataset items
+def split_item(item, name, index):
+    """``x`` or ``(x, y)`` -> ``(x, y or None)``; a 1-tuple ``(x,)`` (TensorDataset) is ``x``."""
+    if isinstance(item, (tuple, list)):
+        if len(item) == 2:
+            return item[0], item[1]
+        if len(item) == 1:
+            return item[0], None
+        raise ValueError(f"`{name}` items must be x or (x, y); item {index} is a "
+                         f"{type(item).__name__} of length {len(item)}.")
+    if isinstance(item, dict):
+        raise ValueError(f"`{name}` items must be x or (x, y), not dicts (item {index} has keys "
+                         f"{sorted(item)[:5]}); wrap the dataset to return (image, label).")
+    return item, None
+
+
+def item_tensor(x, name, index):
+    """One item's sample as a CPU tensor (numpy arrays without a copy); complex refused,
+    bool as uint8."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+    elif isinstance(x, np.ndarray):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+    else:
+        raise TypeError(f"`{name}` item {index} holds a {type(x).__name__}; samples must be torch "
+                        "tensors or numpy arrays (for PIL images add torchvision's "
+                        "transforms.ToTensor() or PILToTensor()).")
+    if t.is_complex():
+        raise ValueError(f"Complex data not supported: `{name}` item {index} has dtype {t.dtype}.")
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    return t
+
+
+def item_label(y, name, index):
+    """One item's label: a scalar integer (``-1`` marks an outlier)."""
+    if isinstance(y, torch.Tensor):
+        if y.numel() != 1:
+            raise ValueError(f"`{name}` item {index} has a label of shape {tuple(y.shape)}; "
+                             "labels must be scalars (class index, -1 for an outlier).")
+        y = y.item()
+    elif isinstance(y, np.ndarray):
+        if y.size != 1:
+            raise ValueError(f"`{name}` item {index} has a label of shape {y.shape}; labels must "
+                             "be scalars.")
+        y = y.item()
+    if isinstance(y, bool) or not isinstance(y, numbers.Real) or (
+            isinstance(y, float) and (not np.isfinite(y) or y != round(y))):
+        raise ValueError(f"`{name}` item {index} has label {y!r}; labels must be integer class "
+                         "indices (-1 marks an outlier).")
+    return int(y)
+
+
+class DatasetInfo:
+    """What :func:`inspect_dataset` learned from the first items."""
+
+    def __init__(self, shape, raw_shape, labelled, uint8):
+        self.shape, self.raw_shape, self.labelled, self.uint8 = shape, raw_shape, labelled, uint8
+
+    def __repr__(self):
+        return (f"DatasetInfo(shape={self.shape}, labelled={self.labelled}, "
+                f"uint8={self.uint8})")
+
+
+def inspect_dataset(dataset, name="X", sample_shape=None, min_samples=1):
+    """Validate the first items of a map-style dataset.
+
+    Checks the item structure (``x`` or ``(x, y)``), that ``x`` is a numeric tensor/array
+    of a supported shape with finite values, and (``sample_shape`` given) that the shape
+    matches. Later items are checked batch by batch while they are loaded.
+
+    Returns
+    -------
+    DatasetInfo
+        ``shape`` (channels-first, as the backbone sees it), ``labelled`` and ``uint8``
+        (pixels scaled from [0, 255] to [0, 1]).
+    """
+    if isinstance(dataset, IterableDataset):
+        raise TypeError(f"`{name}` is an IterableDataset; only map-style datasets (with "
+                        "__getitem__ and __len__) are supported, so that rows can be split, "
+                        "sharded across processes and scored in order.")
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError(f"`{name}` is a Dataset without __len__; map-style datasets with "
+                        "__len__ are required.") from None
+    if n < min_samples:
+        raise ValueError(f"`{name}` has {n} item(s); at least {min_samples} are needed.")
+    raw_shape = labelled = uint8 = None
+    for i in range(min(N_CHECK, n)):
+        x, y = split_item(dataset[i], name, i)
+        t = item_tensor(x, name, i)
+        if labelled is None:
+            labelled = y is not None
+            raw_shape, uint8 = tuple(t.shape), t.dtype == torch.uint8
+            shape = channels_first_shape(raw_shape, name, per_item=True)
+        elif labelled != (y is not None):
+            raise ValueError(f"`{name}` mixes items with and without labels (item {i}).")
+        if tuple(t.shape) != raw_shape:
+            raise ValueError(f"`{name}` item {i} has shape {tuple(t.shape)}, item 0 has "
+                             f"{raw_shape}; all samples must have the same shape.")
+        if (t.dtype == torch.uint8) != uint8:
+            raise ValueError(f"`{name}` mixes uint8 and non-uint8 samples (item {i} is {t.dtype}).")
+        if t.is_floating_point():
+            check_finite(t[None], name, [i])
+        if y is not None:
+            item_label(y, name, i)
+    if sample_shape is not None and tuple(shape) != tuple(sample_shape):
+        raise ValueError(f"`{name}` has samples of shape {tuple(shape)}, but the detector "
+                         f"expects samples of shape {tuple(sample_shape)} (those of the ID data).")
+    return DatasetInfo(shape, raw_shape, labelled, uint8)

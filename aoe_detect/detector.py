@@ -353,26 +353,24 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
         _params.check_fit_params(self)
         restore = _state.restore_point(self)
         try:
-            inputs = _fit_inputs.prepare_fit_inputs(X, y, X_outliers,
-                                                    **_fit_inputs.input_params(self))
             seed, device, self.distributed_ = _fit_steps.seed_and_device(
                 self.random_state, self.device, self._runtime.distributed, self.verbose)
+            data = _fit_inputs.fit_inputs(X, y, X_outliers, validation_fraction=self.validation_fraction,
+                                          seed=seed, **_fit_inputs.input_params(self))
             cuda_devices = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda_devices):
                 torch.manual_seed(seed)
-                self._fit(inputs, seed, device)
+                self._fit(data, seed, device)
         except BaseException:
             restore()  # a failed fit leaves the previous fitted state (or none) untouched
             raise
         return self
 
-    def _fit(self, inputs, seed, device):
-        """The recipe: split, module, resolved parameters, two stages, score, threshold."""
-        rng, gen = np.random.RandomState(seed), torch.Generator().manual_seed(seed)
+    def _fit(self, data, seed, device):
+        """The recipe: module, resolved parameters, two stages, score, threshold."""
+        gen = torch.Generator().manual_seed(seed)
         self.__dict__.pop("feature_names_in_", None)  # n_features_in_, input_shape_, ...
-        self.__dict__.update(inputs.fitted_attributes(), device_=device)
-        workers = self._runtime.num_workers
-        data = _fit_inputs.split_validation(inputs, self.validation_fraction, rng, workers)
+        self.__dict__.update(data.fitted, device_=device)
         if self.warm_start and not hasattr(self, "module_"):  # an unfitted detector resumes
             self._resume_from_checkpoint(data, device)  # from checkpoint_dir, if it has one
         resuming = self.warm_start and hasattr(self, "module_")
@@ -381,7 +379,7 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
         self.lam_ = _fit_steps.resolve_lam(lam, kind)
         self.history_ = list(self.history_) if resuming else []  # never the fitted list itself
         pre, n_ft = _fit_steps.stage_lengths(
-            self.pretrain_epochs, self.epochs, n_train=len(data.train_data),
+            self.pretrain_epochs, self.epochs, n_train=len(data.train_idx),
             batch_size=int(self.batch_size), labelled=y_tr is not None,
             world=_distributed.world_size() if self.distributed_ else 1,
             built=not isinstance(self.backbone, torch.nn.Module),  # fresh unless resuming
@@ -396,7 +394,7 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
                              "`y`, outliers, or an outlier source.")
         progress = _training.Progress()
         val = _training.validation_probe(data.X_val, data.val_idx, data.labels,
-                                         getattr(self, "classes_", None), workers)
+                                         getattr(self, "classes_", None), self._runtime.num_workers)
         interrupted = False
         try:
             stopped = self._train("pretrain", pre, data, y_tr, CrossEntropyOnly(), None, None, 0.0,
@@ -425,9 +423,9 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
     def _set_module(self, data, resuming, device):
         """``module_`` and ``classes_`` from the backbone (or the warm-start module); return
         the training targets (class indices) as a tensor, or None."""
-        rows = _scoring.Rows(None, device, self._infer_batch(), self._runtime.num_workers)
         module, classes, targets = _fit_steps.build_module(
-            self.backbone, data, rows, resumed=self.module_ if resuming else None,
+            self.backbone, data, self._infer_batch(), self._runtime.num_workers,
+            resumed=self.module_ if resuming else None,
             classes=getattr(self, "classes_", None), device=device,
             feature_layer=self._score.feature_layer if self._score_name in FEATURE_SCORES else False)
         self.__dict__.pop("classes_", None)

@@ -94,11 +94,13 @@ def x_path(X, y):
                 values += list(args.locals.get(args.varargs) or ())
             if args.keywords:
                 values += list((args.locals.get(args.keywords) or {}).values())
-            if any(id(p) in tracked for v in values for p in _parts(v)
-                   if not isinstance(p, (bool, int, float, str, type(None)))):
+            if any(id(p) in tracked for v in values if not isinstance(v, AOEDetector)
+                   for p in _parts(v) if not isinstance(p, (bool, int, float, str, type(None)))):
                 frames.add(id(frame))
                 if callee not in ("detector", "_params"):  # the recipe; settings reads
-                    calls.append(f"{callee}.{frame.f_code.co_name}")
+                    back = frame.f_back
+                    caller = _module_of(back.f_code) if back is not None else None
+                    calls.append((f"{callee}.{frame.f_code.co_name}", caller))
         elif event == "return" and id(frame) in frames:
             frames.discard(id(frame))
             new = [p for p in _parts(arg) if p is not None and not isinstance(p, (bool, int, float, str))]
@@ -112,6 +114,11 @@ def x_path(X, y):
         det.fit(X, y)
     finally:
         sys.setprofile(None)
+    return {**_stays([c for c, _ in calls]), **_rounds(calls)}
+
+
+def _stays(calls):
+    """The round-2 figures: consecutive calls into one module are a stay."""
     stays = []
     for c in calls:
         m = c.split(".")[0]
@@ -122,6 +129,45 @@ def x_path(X, y):
     visits = {m: modules.count(m) for m in dict.fromkeys(modules)}
     return {"stays": stays, "n_stays": len(stays), "n_modules": len(visits), "visits": visits,
             "return_trips": sum(v - 1 for v in visits.values())}
+
+
+#: The modules that hold input rules or order them (issue 21's "input modules"; ``_loading``
+#: is the row type since round 3, read by the modules downstream).
+INPUT_MODULES = ("_fit_inputs", "_validation", "_compat")
+
+
+def _rounds(calls):
+    """Round-3 figures (added with the row type, issue 21 item 1):
+
+    - ``recipe_passes``: the modules the estimator's recipe itself hands ``X`` (or what was
+      made from it) to, in order; consecutive calls into one module are one pass.
+    - ``input_phase`` / ``downstream``: the stays up to the last one in an input module
+      reached from the recipe's first pass, and the stays after it; in ``downstream`` the
+      row type's own work (calls into ``_loading`` or ``_validation`` made inside
+      ``_loading`` or by torch's DataLoader: loaders, samplers, collation, and the input
+      rules of :mod:`aoe_detect._validation` that it applies to each loaded batch of a
+      Dataset) is folded into the call of the module that read the rows.
+    - ``input_return_trips``: stays in an input module in ``downstream`` (target 0).
+    """
+    passes = []
+    for c, caller in calls:
+        m = c.split(".")[0]
+        if caller == "detector" and (not passes or passes[-1] != m):
+            passes.append(m)
+    first_pass = passes[0] if passes else None
+    end = 0  # the input phase: the recipe's first pass and everything inside it
+    for i, (c, caller) in enumerate(calls):
+        if caller == "detector" and c.split(".")[0] != first_pass:
+            end = i
+            break
+    down = [c for c, caller in calls[end:]  # the row type's own work is folded
+            if not (c.split(".")[0] in ("_loading", "_validation") and caller in ("_loading", None))]
+    stays = _stays(down)["stays"]
+    return {"recipe_passes": passes,
+            "recipe_pass_counts": {m: passes.count(m) for m in dict.fromkeys(passes)},
+            "input_phase": [s["module"] for s in _stays([c for c, _ in calls[:end]])["stays"]],
+            "downstream": [f"{s['module']}:{'/'.join(dict.fromkeys(s['calls']))}" for s in stays],
+            "input_return_trips": sum(s["module"] in INPUT_MODULES for s in stays)}
 
 
 def _longest_function():
@@ -156,6 +202,9 @@ def main(argv=None):
         warnings.simplefilter("ignore")
         res = {"house": house_figures(), "array_fit": x_path(X, y),
                "dataset_fit": x_path(_Rows(X, y), None)}
+    a_, d_ = res["array_fit"], res["dataset_fit"]
+    res["same_path"] = {"recipe_passes": a_["recipe_passes"] == d_["recipe_passes"],
+                        "downstream": a_["downstream"] == d_["downstream"]}
     res["command"] = "python benchmarks/fit_path.py" + (f" --out {a.out}" if a.out else "")
     text = json.dumps(res, indent=1)
     if a.out:

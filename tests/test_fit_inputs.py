@@ -12,7 +12,7 @@ from aoe_detect.runtime import Runtime
 from aoe_detect._fit_inputs import (FitInputs, build_source, input_params,
                                     prepare_fit_inputs, split_validation)
 from aoe_detect._fit_steps import fit_source
-from aoe_detect._loading import DatasetView
+from aoe_detect._loading import DatasetView, TensorRows
 from aoe_detect.outliers import ArrayOutliers, DatasetOutliers, Mixture
 
 RNG = np.random.RandomState(0)
@@ -37,7 +37,8 @@ class Items(Dataset):
 def test_arrays_with_labels():
     inp = prepare_fit_inputs(X, Y)
     assert isinstance(inp, FitInputs)
-    assert inp.X.dtype == np.float32 and inp.X.shape == (40, 3)
+    assert isinstance(inp.X, TensorRows)  # the row type, in memory
+    assert inp.X.to_tensor().dtype == torch.float32 and inp.X.shape == (40, 3)
     np.testing.assert_array_equal(inp.labels, Y)
     assert inp.sample_shape == (3,) and inp.input_range is None
     assert inp.n_features_in == 3 and inp.feature_names_in is None
@@ -69,14 +70,14 @@ def test_label_free_second_argument_is_outliers():
 def test_uint8_images_are_scaled_and_get_the_unit_range():
     inp = prepare_fit_inputs(IMG, np.arange(12) % 2)
     assert inp.sample_shape == (1, 8, 8) and inp.input_range == (0.0, 1.0)
-    assert inp.n_features_in == 1 and inp.X.max() <= 1.0
-    np.testing.assert_array_equal(inp.X[:, 0], IMG.astype(np.float32) / np.float32(255))
+    assert inp.n_features_in == 1 and inp.X.to_tensor().max() <= 1.0
+    np.testing.assert_array_equal(inp.X[:][:, 0].numpy(), IMG.astype(np.float32) / np.float32(255))
 
 
 def test_tensors_give_the_same_inputs_as_arrays():
     a = prepare_fit_inputs(X, Y)
     t = prepare_fit_inputs(torch.from_numpy(X), torch.from_numpy(Y))
-    np.testing.assert_array_equal(a.X, t.X)
+    np.testing.assert_array_equal(a.X[:].numpy(), t.X[:].numpy())
     np.testing.assert_array_equal(a.labels, t.labels)
 
 
@@ -94,7 +95,7 @@ def test_datasets_stay_views_with_labels_from_their_items():
 def test_dataset_outliers_next_to_array_outliers_become_a_mixture():
     out_ds = TensorDataset(torch.randn(6, 3))
     inp = prepare_fit_inputs(X, Y, X_outliers=out_ds)
-    assert isinstance(inp.X, np.ndarray) and isinstance(inp.outliers, DatasetView)
+    assert isinstance(inp.X, TensorRows) and isinstance(inp.outliers, DatasetView)
     y = Y.copy()
     y[:4] = -1
     mixed = prepare_fit_inputs(X, y, X_outliers=out_ds)
@@ -137,11 +138,11 @@ def test_validation_split_sizes(fraction, n_val):
     inp = split_validation(prepare_fit_inputs(X), fraction, np.random.RandomState(0))
     assert len(inp.val_idx) == n_val and len(inp.train_idx) == 40 - n_val
     assert sorted(np.r_[inp.val_idx, inp.train_idx].tolist()) == list(range(40))
-    assert inp.X_train.shape == (40 - n_val, 3) and inp.train_data is inp.X_train
+    assert inp.X_train.shape == (40 - n_val, 3) and inp.train_data.to_tensor() is inp.X_train
     if n_val:
-        np.testing.assert_array_equal(inp.X_val.numpy(), X[inp.val_idx].astype(np.float32))
+        np.testing.assert_array_equal(inp.X_val[:].numpy(), X[inp.val_idx].astype(np.float32))
     else:
-        assert inp.X_val is inp.X_train  # nothing held out: the training rows
+        assert inp.X_val is inp.train_data  # nothing held out: the training rows
     assert inp.train_labels is None
 
 

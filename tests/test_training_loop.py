@@ -52,7 +52,8 @@ def test_build_stage_holds_everything_the_epochs_share():
     # cosine schedule over every step of the stage: 70 rows / 16 = 4 full batches + 6 rows
     assert stage.scheduler.T_max == 3 * 5
     assert stage.feed is not None and stage.feed.eps == 0.1 and stage.feed.attack is not None
-    assert stage.batches is None  # an in-memory tensor on one process is indexed directly
+    # one batch provider for every backend; rows in memory: the global batches of the tensor
+    assert len(stage.batches) == 5 and type(stage.batches).__name__ == "_TensorBatches"
     assert stage.forward_model is stage.module and stage.attack_model is stage.module
     assert stage.scaler is None and stage.autocast_dtype is None and stage.bar is None
     assert stage.world == 1 and stage.check_every == 1

@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator
 
 from .._compat import Interval
 from .._torch_utils import pixels_to_unit
-from .._loading import DatasetView, OutlierBatchSampler, RowsDataset, inspect_dataset, make_loader
+from .._loading import DatasetView, OutlierBatchSampler, RowsDataset, make_loader
+from .._validation import inspect_dataset
 
 
 #: Upper bound of real-valued source parameters (beyond it float32 samples overflow).
