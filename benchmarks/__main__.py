@@ -56,7 +56,8 @@ STUDIES = (
     Study("dask_throughput", "dask_throughput.py", "evaluation", "How many rows/s does scoring on a local Dask cluster give against one process?", ("dask_throughput",), "not recorded (about 25 min on 2 busy cores; --quick about 8)"),  # noqa: E501
     Study("robustness_study", "robustness_study.py", "design + evaluation", "Under multi-step attacks through the deployed score, on both sides, does AOE beat OE (issue 18)?", ("robustness_study", "robustness_schedules"), "not recorded (one process per seed on a loaded CPU)"),  # noqa: E501
     Study("tabular_benchmark", "tabular_benchmark.py", "design + evaluation", "On 16 real labelled tables, does AOEDetector beat the classical detectors (novel class, label-free), and which tabular defaults would win (issue 19)?", ("tabular_benchmark",), "not recorded (several runs on a loaded CPU; reduced suite)"),  # noqa: E501
-    Study("fit_path", "fit_path.py", "evaluation", "Which modules does fit's X pass through before training, how often does it come back, and how big are the rooms (issue 21)?", ("fit_path", "fit_path_4ba4b21"), "seconds"),  # noqa: E501
+    Study("fit_path", "fit_path.py", "evaluation", "Which modules does fit's X pass through before training, how often does it come back, and how big are the rooms (issue 21)?", ("fit_path", "fit_path_bbf32b0", "fit_path_4ba4b21", "fit_path_4dcd8c0"), "seconds"),  # noqa: E501
+    Study("bitwise_ab", "bitwise_ab.py", "check", "Does a refactor change a number (twelve small fits hashed, compared across two commits)?", ("bitwise_ab",), "about a minute per commit"),  # noqa: E501
     Study("gpu_check", "gpu_check.sh", "check", "Do AMP, compile, save/load and WRN-40-2 throughput work on a CUDA GPU?", (), "< 8 min on one GPU (results not committed)"),  # noqa: E501
 )
 
