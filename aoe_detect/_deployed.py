@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ._scoring import fit_scorer
 from ._torch_utils import steps_per_epoch
 from .attacks import eval_mode
 from .scores import ScoreHead
@@ -65,7 +66,6 @@ class DeployedTarget:
         return self.head, 1.0
 
     def _fit(self):
-        from ._scoring import fit_scorer  # (_scoring imports the training modules)
         n = len(self.X)
         m = min(n, self.max_rows)
         idx = torch.randperm(n, generator=self.generator)[:m]
