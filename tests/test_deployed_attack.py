@@ -152,3 +152,12 @@ def test_target_is_validated_nested_cloned_and_persisted(blobs, tmp_path):
     del old.attack.__dict__["target"]
     revived = pickle.loads(pickle.dumps(old))
     assert revived.attack.target == "energy"
+
+
+def test_a_dataset_fit_targets_the_same_rows_as_arrays(blobs):
+    from torch.utils.data import TensorDataset
+    X, Y = blobs
+    ds = TensorDataset(torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(Y))
+    via_ds = quiet(AOEDetector(**{**TINY, "attack": FGSM(target="deployed")}).fit, ds)
+    arrays = _fit(FGSM(target="deployed"), X, Y)
+    np.testing.assert_array_equal(via_ds.score_samples(X), arrays.score_samples(X))
