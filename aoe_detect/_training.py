@@ -173,6 +173,12 @@ class OutlierFeed:
         self.rank, self.world, self.stream = rank, world, stream
         self._cache, self._calls = None, 0
         self.sample_shape = None
+        self.target = None  # a DeployedTarget (attack__target="deployed"), set by the fit
+
+    def _attacked(self, model):
+        """``(model, temperature)`` the attack runs on: ``model`` and the training
+        temperature, or the deployed score's head (:mod:`aoe_detect._deployed`)."""
+        return (model, self.temperature) if self.target is None else self.target.model()
 
     def _rows(self, n):
         """How many of the first ``n`` rows of a global batch belong to this process."""
@@ -191,6 +197,8 @@ class OutlierFeed:
 
     def next(self, model, m, generator, device):
         """This process's ``m``-row outlier batch (global size), perturbed, on ``device``."""
+        if self.target is not None:
+            self.target.tick()
         if self.refresh > 1 and self._cache is not None and self._calls % self.refresh != 0 \
                 and len(self._cache) >= self._rows(m):
             self._calls += 1
@@ -200,8 +208,9 @@ class OutlierFeed:
         k = int(round(self.attack_fraction * m)) if self.attack is not None else 0
         k = k if self.world == 1 else self._rows(k)
         if k > 0:
+            model, temperature = self._attacked(model)
             adv = self.attack.perturb(model, x_out[:k], self.eps, clip=self.clip,
-                                      temperature=self.temperature, generator=generator,
+                                      temperature=temperature, generator=generator,
                                       autocast_dtype=self.autocast_dtype)
             x_out = torch.cat([adv, x_out[k:]])
         if self.refresh > 1:
@@ -219,8 +228,9 @@ class OutlierFeed:
         if getattr(attack, "early_stop", None) is not None:
             attack = copy.copy(attack)
             attack.early_stop = None
+        model, temperature = self._attacked(model)
         return attack.perturb(model, x_in, self.eps, clip=self.clip,
-                              temperature=self.temperature, generator=generator,
+                              temperature=temperature, generator=generator,
                               autocast_dtype=self.autocast_dtype, direction=1)
 
 

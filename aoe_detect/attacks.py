@@ -279,6 +279,8 @@ def gaussian_augment(x, sigma, *, clip=None, generator=None):
 _EPS = [Interval(Real, 0, float(np.finfo(np.float32).max), closed="both"), "array-like", None]
 #: Which inputs the training loop attacks: the outliers only, or the ID batch as well.
 _SIDES = [StrOptions({"ood", "both"})]
+#: What the training-time attack lowers: the backbone's energy, or minus the deployed score.
+_TARGETS = [StrOptions({"energy", "deployed"})]
 
 #: The training schedule every attack config carries (used by ``AOEDetector.fit`` only).
 _SCHEDULE = {"fraction": [Interval(Real, 0, 1, closed="both")],
@@ -339,15 +341,27 @@ class FGSM(_Attack):
         One more attack per step; it targets robustness to ID inputs pushed toward OOD
         (``docs/robustness.md`` gives its measured cost and effect). Pretraining is
         unaffected.
+    target : {"energy", "deployed"}, default="energy"
+        What fine-tuning's attack lowers. ``"energy"``: the backbone's energy
+        :math:`E(x)` (the paper). ``"deployed"``: minus the score the detector deploys
+        (``ood_score``, e.g. standardised energy + Mahalanobis): at the start of every
+        fine-tuning epoch its statistics (class means and shared precision, k-NN bank,
+        the standardisation of each term of a sum) are re-estimated from the current
+        model on at most :data:`~aoe_detect._deployed.DEPLOYED_ROWS` training rows (drawn
+        with the fit's own seed; half fit the statistics, half standardise), with the
+        package's own scorer classes, and the attack runs on the resulting
+        :class:`~aoe_detect.scores.ScoreHead`. For ``ood_score="energy"`` both targets are
+        the same. ``perturb`` always attacks the deployed score and ignores it.
     """
 
-    _parameter_constraints = {"eps": _EPS, **_SCHEDULE, "sides": _SIDES}
+    _parameter_constraints = {"eps": _EPS, **_SCHEDULE, "sides": _SIDES, "target": _TARGETS}
 
-    def __init__(self, eps=None, fraction=1.0, refresh=1, sides="ood"):
+    def __init__(self, eps=None, fraction=1.0, refresh=1, sides="ood", target="energy"):
         self.eps = eps
         self.fraction = fraction
         self.refresh = refresh
         self.sides = sides
+        self.target = target
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):
@@ -376,6 +390,9 @@ class PGD(_Attack):
         higher energy (``direction=+1``; ALOE / ATOM style, the formula in
         :class:`FGSM`); ``early_stop`` applies to the outliers only. ``"ood"``: outliers
         only.
+    target : {"energy", "deployed"}, default="energy"
+        What fine-tuning's attack lowers: the backbone's energy, or minus the deployed
+        score (see :class:`FGSM`; ``early_stop`` is then a threshold on minus that score).
     """
 
     _parameter_constraints = {
@@ -385,10 +402,11 @@ class PGD(_Attack):
         "random_start": ["boolean"],
         "early_stop": [Interval(Real, None, None, closed="neither"), None],
         "sides": _SIDES,
+        "target": _TARGETS,
     }
 
     def __init__(self, eps=None, steps=10, step_size=None, random_start=True, early_stop=None,
-                 fraction=1.0, refresh=1, sides="ood"):
+                 fraction=1.0, refresh=1, sides="ood", target="energy"):
         self.eps = eps
         self.steps = steps
         self.step_size = step_size
@@ -397,6 +415,7 @@ class PGD(_Attack):
         self.fraction = fraction
         self.refresh = refresh
         self.sides = sides
+        self.target = target
 
     def perturb(self, model, x, eps, clip=None, temperature=1.0, generator=None,
                 autocast_dtype=None, direction=-1):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 
-from . import _fit_inputs, _fit_steps, _params, _scoring, _state, _training
+from . import _deployed, _fit_inputs, _fit_steps, _params, _scoring, _state, _training
 from . import distributed as _distributed
 from . import persistence as _persistence
 from ._compat import HasMethods, IntInterval, Interval, RegistryOptions, StrOptions
@@ -452,6 +452,10 @@ class AOEDetector(_params.ParamsMixin, _scoring.PredictMixin, _persistence.Persi
         stage = _training.build_stage(name, epochs, self.module_, data.train_data, y_tr,
                                       loss_fn=loss_fn, generator=gen, device=self.device_,
                                       options=options, source=source, attack=attack, eps=eps)
+        if stage.feed is not None:  # attack__target="deployed": attack the deployed score
+            stage.feed.target = _deployed.deployed_target(
+                attack, stage, self._rows(), y_tr, self._score, temperature=self.temperature,
+                has_classes=hasattr(self, "classes_"))
         checkpoint = self.checkpoint_dir is not None and _distributed.is_main_process()
         return _fit_steps.check_diverged_refit("offset_" in self.__dict__, _training.run_stage(
             stage, history=self.history_, progress=progress, validation=val,

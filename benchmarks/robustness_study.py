@@ -28,7 +28,14 @@ each fine-tuning step also trains on the ID batch attacked toward higher energy)
 - ``aoe_both``: ``FGSM(sides="both")`` (eps 8/255 on both sides);
 - ``aoe_pgd3_both``: ``PGD(steps=3, sides="both")``.
 
-Not tried (recorded as open): attacking the deployed sum score at training time.
+**Added in round 3 after all earlier results were seen, rule unchanged**: training-time
+adversaries that attack the *deployed* score (``target="deployed"`` of the attack configs:
+at the start of every fine-tuning epoch the standardised energy + Mahalanobis statistics
+are re-estimated from the current model on at most 2000 training rows and the FGSM step
+lowers minus that score instead of the backbone's energy):
+
+- ``aoe_deployed``: ``FGSM(target="deployed")``;
+- ``aoe_deployed_both``: ``FGSM(target="deployed", sides="both")``.
 
 **Design split** (chooses): Fashion-MNIST classes 0-5 as ID (``--n-design`` training
 images), the held-out classes 6-9 as near OOD (the design split of
@@ -118,6 +125,9 @@ VARIANTS = {
     # benchmarks/results/robustness_schedules.json; the rule applied to them by hand)
     "aoe_half": lambda: FGSM(fraction=0.5),
     "aoe_refresh4": lambda: FGSM(refresh=4),
+    # round 3, added after all earlier results were seen (the docstring): the deployed score
+    "aoe_deployed": lambda: FGSM(target="deployed"),
+    "aoe_deployed_both": lambda: FGSM(target="deployed", sides="both"),
 }
 DEFAULT = "aoe_fgsm"
 
@@ -203,7 +213,7 @@ def timing_stage(a, rounds=2, n=2000):
     when the design run's wall-clock times are not comparable): process CPU time and wall time
     of the fine-tuning epochs, ``n`` design images, 1 epoch per fit from one pretrained copy,
     the variants alternated over ``rounds`` rounds (order reversed every other round);
-    medians and ratios to OE's."""
+    medians and ratios to OE's (``--variants``: only those; OE must be one)."""
     from aoe_detect import _training
     X, y, _ = design_data(a.data_root, n)
     ce = pretrain(X, y, 0, 1)
@@ -217,11 +227,12 @@ def timing_stage(a, rounds=2, n=2000):
             acc["wall"] += time.perf_counter() - w0
         return row
 
-    raw = {v: {"cpu": [], "wall": []} for v in VARIANTS}
+    names = a.variants.split(",") if getattr(a, "variants", None) else list(VARIANTS)
+    raw = {v: {"cpu": [], "wall": []} for v in names}
     _training.train_epoch = timed
     try:
         for r in range(rounds):
-            for v in (list(VARIANTS) if r % 2 == 0 else list(VARIANTS)[::-1]):
+            for v in (names if r % 2 == 0 else names[::-1]):
                 acc.update(cpu=0.0, wall=0.0)
                 AOEDetector(backbone=copy.deepcopy(ce), pretrain_epochs=0, epochs=1,
                             attack=VARIANTS[v](), random_state=0, device="cpu").fit(X, y)
@@ -617,6 +628,9 @@ def report(data, out_md):
             print(f"no plot: {exc}")
     if "verdict" in st:
         L += ["", "## Verdict", "", st["verdict"]]
+    if meta.get("supplements"):  # later rounds with their own result files
+        L += ["", "## Supplements (added after the results above; same rule)", ""]
+        L += [f"- {line}" for line in meta["supplements"]]
     with open(out_md, "w") as f:
         f.write("\n".join(L) + "\n")
 

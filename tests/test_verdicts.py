@@ -2,6 +2,8 @@
 
 `_compare`, `_verdict` and the claim-1/claim-2 rules of `_conclusions` are checked with
 hand-made per-seed numbers, so that swapping arguments or inverting a sign fails a test.
+Claim 2 is judged by the strong-protocol study (issue 18), given here as a synthetic
+``results["strong_protocol"]``.
 """
 
 import numpy as np
@@ -46,8 +48,24 @@ def _results(auroc, fpr, adv, seeds=(0, 1, 2), per_set=None):
     return {"runs": runs}, {"main": {"default": main}}
 
 
-def _claims(auroc, fpr, adv, per_set=None):
+def _strong(aoe, oe, both_aoe=None, both_oe=None):
+    """A strong-protocol study's ``stages`` (per-seed worst-case AUROCs, every non-noise set
+    the same value): OOD side ``aoe``/``oe``, both sides ``both_*`` (default: the same)."""
+    def rows(ood, both):
+        both = ood if both is None else both
+        return [{"seed": s, "strong": {"worst": {k: {"ood": {"auroc": ood[s]},
+                                                     "both": {"auroc": both[s]}}
+                                                 for k in ("mnist", "digits28", "photo_patches")}}}
+                for s in range(len(ood))]
+    return {"eval": {"aoe_fgsm": rows(aoe, both_aoe), "oe": rows(oe, both_oe)}}
+
+
+HI, LO = [0.95, 0.94, 0.96], [0.90, 0.91, 0.92]
+
+
+def _claims(auroc, fpr, adv, per_set=None, strong=None):
     results, items = _results(auroc, fpr, adv, per_set=per_set)
+    results["strong_protocol"] = strong if strong is not None else _strong(HI, LO)
     p = B.get_profile("quick", seeds=(0, 1, 2), items=(1, 2), adv_eps=(0.0, 0.03),
                       adv_sources=("default",))
     return {c["claim"][:3]: c for c in B._conclusions(results, items, p)}
@@ -65,16 +83,48 @@ def test_claims_follow_the_numbers_and_flip_when_they_flip():
     assert c["(1)"]["verdict"] == "confirmed" and c["(2)"]["verdict"] == "confirmed"
     # the same numbers with AOE and the baselines swapped: both claims are rejected
     swapped = {m: (lo if m.startswith("aoe") else hi) for m in METHODS}
-    c = _claims(swapped, fpr, swapped)
+    c = _claims(swapped, fpr, swapped, strong=_strong(LO, HI))
     assert c["(1)"]["verdict"] == "not confirmed" and c["(2)"]["verdict"] == "not confirmed"
     # AOE better than OE but not than OE + Gaussian noise: mixed
     mixed = dict(auroc, oe_gauss=[0.97, 0.97, 0.97])
     assert _claims(mixed, fpr, adv)["(1)"]["verdict"] == "mixed"
-    # one seed the other way: no attack setting is "better" on every seed any more
-    one = dict(adv, aoe_fgsm=[0.95, 0.80, 0.96])
-    c2 = _claims(auroc, fpr, one)["(2)"]
+
+
+def test_claim_two_follows_the_strong_protocol_not_the_suites_weak_attacks():
+    auroc = {m: (HI if m.startswith("aoe") else LO) for m in METHODS}
+    fpr = {m: [0.1] * 3 for m in METHODS}
+    weak_says_better = {m: (HI if m.startswith("aoe") else LO) for m in METHODS}
+    # the strong protocol says worse on both sides: not confirmed, whatever FGSM says
+    c2 = _claims(auroc, fpr, weak_says_better, strong=_strong(LO, HI))["(2)"]
     assert c2["verdict"] == "not confirmed"
-    assert all("inconsistent" in e for e in c2["evidence"])
+    weak = [e for e in c2["evidence"] if e.startswith("paper suite")]
+    assert len(weak) == 2 and all("(+0.0400, better)" in e and "does not decide" in e
+                                  for e in weak)
+    assert any("single-step FGSM, OOD side only" in e for e in weak)
+    decides = [e for e in c2["evidence"] if "(decides)" in e]
+    assert len(decides) == 2 and all("worse" in e for e in decides)
+    assert "strong protocol" in c2["rule"].lower() and "round 3" in c2["rule"]
+    # better on the OOD side, worse on both sides: mixed; one seed the other way: not better
+    assert _claims(auroc, fpr, weak_says_better,
+                   strong=_strong(HI, LO, LO, HI))["(2)"]["verdict"] == "mixed"
+    one = [0.95, 0.80, 0.96]
+    assert _claims(auroc, fpr, weak_says_better,
+                   strong=_strong(one, LO))["(2)"]["verdict"] == "not confirmed"
+    # weak attacks say worse, the strong protocol better on both sides: confirmed
+    weak_says_worse = {m: (LO if m.startswith("aoe") else HI) for m in METHODS}
+    assert _claims(auroc, fpr, weak_says_worse,
+                   strong=_strong(HI, LO))["(2)"]["verdict"] == "confirmed"
+    # without the study the claim is not judged
+    c2 = _claims(auroc, fpr, weak_says_better, strong={})["(2)"]
+    assert c2["verdict"] == "not run"
+
+
+def test_claim_two_reads_the_committed_study():
+    stages = B.verdicts.load_strong_study()
+    assert stages is not None and {"aoe_fgsm", "oe"} <= set(stages["eval"])
+    yes, tot, ev = B.verdicts._strong_lines(stages)
+    assert tot == 2 and len([e for e in ev if "(decides)" in e]) == 2
+    assert any("ce_mahalanobis_pood" in e for e in ev)  # the peers, attacked the same way
 
 
 def test_claim_one_needs_fpr_and_every_set_too():
