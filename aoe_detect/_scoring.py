@@ -373,6 +373,7 @@ class PredictMixin:
 
     def _check_X_all(self, X):
         """``X`` validated as a float32 tensor (a Dataset: loaded in full)."""
+        check_is_fitted(self, "offset_")
         if is_dataset(X):
             return scoring_view(X, self.input_shape_, self.input_range_)[:]
         return self._check_X(X)
@@ -446,7 +447,9 @@ class PredictMixin:
 
         Parameters
         ----------
-        X : array-like
+        X : array-like, torch.Tensor or Dataset
+            Checked as ``score_samples`` checks it; a map-style Dataset is loaded in full
+            (the perturbed rows are returned as one array).
         attack : {"fgsm", "pgd"} or attack object, default="fgsm"
             An attack object's own ``eps`` takes precedence over ``epsilon``.
         epsilon : float, optional
@@ -462,7 +465,7 @@ class PredictMixin:
         """
         _params.check_params(self)
         self._sync_score()  # parameters set after fit: see SCORE_PARAMS
-        Xt = self._check_X(X)
+        Xt = self._check_X_all(X)  # the checks of score_samples; a Dataset loaded in full
         if epsilon is not None:
             epsilon = check_epsilon(epsilon, self.input_shape_)
         if isinstance(direction, (bool, np.bool_)) or direction not in (-1, 1):

@@ -215,7 +215,7 @@ def _resolve_eps(eps, input_range):
 
 def _checked_inputs(detector, X, name):
     try:
-        Xt = detector._check_X(X)
+        Xt = detector._check_X_all(X)  # the checks of score_samples; a Dataset loaded in full
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"`{name}`: {exc}") from None
     if len(Xt) < 1:
@@ -403,7 +403,7 @@ def robust_ood_report(detector, X_id, X_ood, eps="auto", attack=("pgd", "fgsm"),
     ----------
     detector : AOEDetector
         Fitted.
-    X_id, X_ood : array-like of shape (n, *input_shape_)
+    X_id, X_ood : array-like of shape (n, *input_shape_), or Dataset (loaded in full)
         In-distribution test inputs and OOD inputs, in the detector's input units.
     eps : "auto", float or sequence of float, default="auto"
         L-infinity radii in input units; 0 gives the clean row. ``"auto"``:

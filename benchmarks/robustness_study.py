@@ -407,6 +407,9 @@ class PeerDetector(BaseEstimator):
     def _check_X(self, X):
         return self.ref._check_X(X)
 
+    def _check_X_all(self, X):  # what robust_ood_report checks its inputs with
+        return self.ref._check_X_all(X)
+
     def _apply(self, X, fn):
         Xt, b, out = self._check_X(X), self._infer_batch(), []
         with eval_mode(self.module_), torch.no_grad():

@@ -187,3 +187,27 @@ def test_x_takes_one_path_through_fit_for_arrays_and_datasets():
         assert r["input_return_trips"] == 0
     assert a["recipe_passes"] == d["recipe_passes"]
     assert a["downstream"] == d["downstream"]
+
+
+def test_perturb_and_the_robust_report_take_a_dataset_like_score_samples():
+    """score_samples and perturb share the checks: a Dataset is perturbed like its array."""
+    from aoe_detect.robustness import robust_ood_report
+
+    Xb = np.r_[RNG.normal(0, 1, (60, 4)) + 3, RNG.normal(0, 1, (60, 4)) - 3].astype(np.float32)
+    yb = np.r_[np.zeros(60, int), np.ones(60, int)]
+    det = AOEDetector(epochs=1, pretrain_epochs=1, device="cpu", random_state=0).fit(Xb, yb)
+    a = det.perturb(Xb[:20], epsilon=0.1, attack="pgd", random_state=0)
+    d = det.perturb(Items(Xb[:20]), epsilon=0.1, attack="pgd", random_state=0)
+    np.testing.assert_array_equal(a, d)
+    assert np.abs(a - Xb[:20]).max() <= 0.1 + 1e-6 and np.abs(a - Xb[:20]).max() > 0.05
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ra = robust_ood_report(det, Xb[:16], Xb[:16] * 4, eps=[0.1], sides=("ood",),
+                               random_state=0)
+        rd = robust_ood_report(det, Items(Xb[:16]), Items(Xb[:16] * 4), eps=[0.1],
+                               sides=("ood",), random_state=0)
+    key = lambda rep: [(r["attack"], r["eps"], r["side"], r["auroc"], r["fpr95"])  # noqa: E731
+                       for r in rep.rows]
+    assert key(ra) == key(rd) and len(ra.rows) >= 2
+    with pytest.raises(ValueError, match="expects samples of shape"):
+        det.perturb(Items(Xb[:5, :3]))
